@@ -1,0 +1,15 @@
+"""Test mode: the real PostgreSQL and Redis, a database of its own per run."""
+
+from .base import *  # noqa: F403
+from .base import DATABASES, env
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Lets parallel runs (or sessions) on one PostgreSQL keep out of each other's way.
+DATABASES["default"]["TEST"] = {"NAME": "test_runner_jobs" + env("TEST_DB_SUFFIX", default="")}
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+# No collectstatic before tests: plain storage, no manifest.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

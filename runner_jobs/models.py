@@ -1,0 +1,159 @@
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from workspaces.models import Workspace
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class RunnerJob(models.Model):
+    """One background job. Fields only: every write goes through ``runner_jobs.services``.
+
+    ``progress``, ``version`` and the lease fields change on every report, so they are kept out
+    of every index: PostgreSQL can then update the row in place (HOT update).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="jobs")
+    type = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    priority = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(0), MaxValueValidator(9)]
+    )
+    progress = models.PositiveSmallIntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    payload = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    # NULL, not "", when absent: the partial index and filters treat "no reference" as absent.
+    agent_task_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runner_jobs",
+    )
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    # When a queued job becomes due: now, or the end of a retry delay. The sweeper measures
+    # "queued for too long" from here, not from queued_at.
+    due_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    # Fenced lease of the current attempt (see services/leases in the README).
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=255, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    # Idempotent create: one key per user; the fingerprint tells a repeat from a different body.
+    # NULL when absent, so the unique constraint ignores jobs created without a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # List pages: a workspace's jobs newest first (cursor pagination on created_at).
+            models.Index(fields=["workspace", "-created_at"], name="job_workspace_created_idx"),
+            models.Index(fields=["-created_at"], name="job_created_idx"),
+            models.Index(fields=["status", "type"], name="job_status_type_idx"),
+            models.Index(
+                fields=["agent_task_id"],
+                name="job_agent_task_idx",
+                condition=Q(agent_task_id__isnull=False),
+            ),
+            # Claims and the sweeper look only at live jobs: a small partial index.
+            models.Index(
+                fields=["type", "-priority", "created_at"],
+                name="job_claimable_idx",
+                condition=Q(status="queued"),
+            ),
+            models.Index(
+                fields=["status"],
+                name="job_active_idx",
+                condition=Q(status__in=["pending", "queued", "running"]),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority__gte=0, priority__lte=9), name="job_priority_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=100), name="job_progress_range"
+            ),
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                name="job_idempotency_key_per_user",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {str(self.id)[:8]} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class StepPhase(models.TextChoices):
+    SETUP = "setup", "Setup"
+    EXECUTION = "execution", "Execution"
+    VALIDATION = "validation", "Validation"
+    CLEANUP = "cleanup", "Cleanup"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+STEP_FINISHED_STATUSES = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED})
+
+
+class JobStep(models.Model):
+    job = models.ForeignKey(RunnerJob, on_delete=models.CASCADE, related_name="steps")
+    ordinal = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    phase = models.CharField(max_length=16, choices=StepPhase.choices, default=StepPhase.EXECUTION)
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    output = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "ordinal"], name="step_unique_ordinal"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ordinal}. {self.name} ({self.status})"

@@ -1,0 +1,45 @@
+"""The job-type registry: which types exist, and whether a Celery handler or a coordinator runs
+them. Built-in types are always registered; ``settings.RUNNER_JOB_TYPES`` adds more (or
+overrides a built-in's options)."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    # Dotted path of the handler a Celery worker runs; None for an external type, which is left
+    # ``queued`` for a coordinator to claim.
+    handler: str | None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    @property
+    def external(self) -> bool:
+        return self.handler is None
+
+
+BUILTIN_JOB_TYPES: dict[str, JobType] = {
+    "echo": JobType("echo", "runner_jobs.handlers.echo"),
+    "sleep": JobType("sleep", "runner_jobs.handlers.sleep"),
+    "fail": JobType("fail", "runner_jobs.handlers.fail"),
+    "flaky": JobType("flaky", "runner_jobs.handlers.flaky"),
+    "agent-task": JobType("agent-task", None),
+}
+
+
+def job_types() -> dict[str, JobType]:
+    """Every registered type by name: the built-ins, then ``RUNNER_JOB_TYPES``."""
+    types = dict(BUILTIN_JOB_TYPES)
+    for name, options in settings.RUNNER_JOB_TYPES.items():
+        handler = None if options.get("external") else options.get("handler")
+        max_attempts = options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        types[name] = JobType(name, str(handler) if handler else None, int(str(max_attempts)))
+    return types
+
+
+def job_type_get(name: str) -> JobType | None:
+    return job_types().get(name)

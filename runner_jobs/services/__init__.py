@@ -1,0 +1,68 @@
+"""The one door for writes to jobs, steps and events. Views, admin actions, Celery tasks and the
+coordinator API call these functions; nothing else saves a job."""
+
+from .errors import (
+    ConcurrentUpdateError,
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    JobInputError,
+    JobNotFoundError,
+    JobServiceError,
+    PreconditionFailedError,
+    StaleLeaseError,
+    StepNotFoundError,
+)
+from .jobs import (
+    WORKER_LOST_ERROR,
+    JobCreateResult,
+    job_attempt_failed,
+    job_cancel,
+    job_claim,
+    job_complete,
+    job_create,
+    job_fail,
+    job_lease_renew,
+    job_progress_update,
+    job_queue,
+    job_recover_lost,
+    job_retry,
+    job_start,
+)
+from .locking import job_lock, job_update_locked, job_update_optimistic
+from .steps import event_append, step_finish, step_start
+from .transitions import RETRYABLE_STATUSES, TRANSITIONS, transition_check
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "TRANSITIONS",
+    "WORKER_LOST_ERROR",
+    "ConcurrentUpdateError",
+    "IdempotencyConflictError",
+    "InvalidTransitionError",
+    "JobCreateResult",
+    "JobInputError",
+    "JobNotFoundError",
+    "JobServiceError",
+    "PreconditionFailedError",
+    "StaleLeaseError",
+    "StepNotFoundError",
+    "event_append",
+    "job_attempt_failed",
+    "job_cancel",
+    "job_claim",
+    "job_complete",
+    "job_create",
+    "job_fail",
+    "job_lease_renew",
+    "job_lock",
+    "job_progress_update",
+    "job_queue",
+    "job_recover_lost",
+    "job_retry",
+    "job_start",
+    "job_update_locked",
+    "job_update_optimistic",
+    "step_finish",
+    "step_start",
+    "transition_check",
+]

@@ -1,0 +1,65 @@
+"""Domain errors of the service layer. Each carries the API ``code`` and HTTP status it maps to,
+so every caller (API, coordinator, admin, worker) reports the same refusal the same way."""
+
+
+class JobServiceError(Exception):
+    code = "error"
+    status_code = 400
+    default_detail = "The request could not be carried out."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class JobNotFoundError(JobServiceError):
+    code = "not_found"
+    status_code = 404
+    default_detail = "No such job."
+
+
+class StepNotFoundError(JobServiceError):
+    code = "not_found"
+    status_code = 404
+    default_detail = "No such step for this job."
+
+
+class InvalidTransitionError(JobServiceError):
+    code = "invalid_transition"
+    status_code = 409
+    default_detail = "The job's state does not allow this."
+
+
+class ConcurrentUpdateError(JobServiceError):
+    code = "concurrent_update"
+    status_code = 409
+    default_detail = "The job was changed concurrently; try again."
+
+
+class StaleLeaseError(JobServiceError):
+    code = "stale_lease"
+    status_code = 409
+    default_detail = "This lease token belongs to an earlier attempt; the job is no longer yours."
+
+
+class PreconditionFailedError(JobServiceError):
+    code = "precondition_failed"
+    status_code = 412
+    default_detail = "The job's version no longer matches If-Match."
+
+
+class IdempotencyConflictError(JobServiceError):
+    code = "idempotency_conflict"
+    status_code = 422
+    default_detail = "This Idempotency-Key was already used with a different request body."
+
+
+class JobInputError(JobServiceError):
+    """Bad input found by a domain rule; ``errors`` is a DRF-style field-error object."""
+
+    code = "invalid"
+    status_code = 400
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))

@@ -1,0 +1,398 @@
+"""Every write to a job's lifecycle: create, queue, start, progress, complete, fail, cancel,
+retry, claim and recovery. Each is a plan (check the state machine and the lease, then say what
+changes and which event records it) run through one of the two lock helpers."""
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from runner_jobs.models import JobStatus, RunnerJob
+from runner_jobs.registry import JobType, job_type_get
+from workspaces.models import Workspace
+
+from .errors import IdempotencyConflictError, InvalidTransitionError, JobInputError
+from .locking import (
+    LEASE_CLEARED,
+    Change,
+    job_update_locked,
+    job_update_optimistic,
+    job_write,
+    jobs_lock_claimable,
+    lease_check,
+    lease_expiry,
+    lease_fields,
+)
+from .transitions import RETRYABLE_STATUSES, require_status, transition_check
+
+S = JobStatus
+LeaseToken = uuid.UUID | str | None
+
+WORKER_LOST_ERROR = "Worker lost: the job's lease expired while it was running."
+
+
+@dataclass(frozen=True)
+class JobCreateResult:
+    job: RunnerJob
+    created: bool
+
+
+def _payload_size(payload: Any) -> int:
+    return len(json.dumps(payload, separators=(",", ":")).encode())
+
+
+def _fingerprint(**fields: Any) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _validate_create(type: str, payload: Any) -> JobType:
+    """Domain checks on a new job's input; returns its registered type."""
+    job_type = job_type_get(type)
+    errors: dict[str, list[str]] = {}
+    if job_type is None:
+        errors["type"] = [f"Unknown job type {type!r}."]
+    if not isinstance(payload, dict):
+        errors["payload"] = ["Must be a JSON object."]
+    elif _payload_size(payload) > settings.RUNNER_MAX_PAYLOAD_BYTES:
+        errors["payload"] = [f"Must be at most {settings.RUNNER_MAX_PAYLOAD_BYTES} bytes as JSON."]
+    if errors:
+        raise JobInputError(errors)
+    assert job_type is not None
+    return job_type
+
+
+def _queue_change(delay_seconds: float = 0) -> dict[str, Any]:
+    now = timezone.now()
+    return {
+        "status": S.QUEUED,
+        "queued_at": now,
+        "due_at": now + timedelta(seconds=delay_seconds),
+    }
+
+
+def _job_insert(
+    *,
+    workspace: Workspace,
+    job_type: JobType,
+    payload: dict[str, Any],
+    actor: str,
+    created_by: User | None,
+    priority: int,
+    agent_task_id: str | None,
+    max_attempts: int,
+    retry_of: RunnerJob | None = None,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    job_id: uuid.UUID | None = None,
+) -> RunnerJob:
+    """Insert a job and its ``job.created`` event; an external type is queued at once (a second
+    change with its own event), since no broker is involved."""
+    from job_events.services import event_record
+
+    job = RunnerJob.objects.create(
+        id=job_id or uuid.uuid4(),
+        workspace=workspace,
+        type=job_type.name,
+        payload=payload,
+        priority=priority,
+        agent_task_id=agent_task_id,
+        max_attempts=max_attempts,
+        retry_of=retry_of,
+        created_by=created_by,
+        idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint,
+    )
+    created_payload: dict[str, Any] = {"type": job_type.name, "priority": priority}
+    if retry_of is not None:
+        created_payload["retry_of"] = str(retry_of.pk)
+    event_record(job=job, type="job.created", actor=actor, payload=created_payload)
+    if job_type.external:
+        job_write(job, Change("job.queued", {"external": True}, _queue_change()), actor)
+    return job
+
+
+def job_create(
+    *,
+    workspace: Workspace,
+    type: str,
+    payload: Any,
+    actor: str,
+    created_by: User | None = None,
+    priority: int = 5,
+    agent_task_id: str | None = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
+) -> JobCreateResult:
+    """Create a job (``pending``, or ``queued`` for an external type) with its event.
+
+    With an ``idempotency_key`` a repeat from the same user returns the first job
+    (``created=False``); the same key with a different body raises ``IdempotencyConflictError``.
+    """
+    job_type = _validate_create(type, payload)
+    fingerprint = ""
+    if idempotency_key:
+        fingerprint = _fingerprint(
+            workspace=workspace.slug,
+            type=type,
+            payload=payload,
+            priority=priority,
+            agent_task_id=agent_task_id,
+            max_attempts=max_attempts,
+        )
+        existing = RunnerJob.objects.filter(
+            created_by=created_by, idempotency_key=idempotency_key
+        ).first()
+        if existing is not None:
+            return _idempotent_replay(existing, fingerprint)
+    try:
+        with transaction.atomic():
+            job = _job_insert(
+                workspace=workspace,
+                job_type=job_type,
+                payload=payload,
+                actor=actor,
+                created_by=created_by,
+                priority=priority,
+                agent_task_id=agent_task_id,
+                max_attempts=max_attempts or job_type.max_attempts,
+                idempotency_key=idempotency_key or None,
+                fingerprint=fingerprint,
+            )
+    except IntegrityError:
+        # Two requests with one key raced; the unique constraint let exactly one insert win.
+        if not idempotency_key:
+            raise
+        existing = RunnerJob.objects.filter(
+            created_by=created_by, idempotency_key=idempotency_key
+        ).first()
+        if existing is None:
+            raise
+        return _idempotent_replay(existing, fingerprint)
+    return JobCreateResult(job=job, created=True)
+
+
+def _idempotent_replay(existing: RunnerJob, fingerprint: str) -> JobCreateResult:
+    if existing.idempotency_fingerprint != fingerprint:
+        raise IdempotencyConflictError()
+    return JobCreateResult(job=existing, created=False)
+
+
+def job_queue(*, job_id: uuid.UUID | str, actor: str) -> RunnerJob:
+    """``pending`` -> ``queued``: the broker accepted the job's message."""
+
+    def plan(job: RunnerJob) -> Change:
+        # Only a pending job is queued here; running -> queued is a retry or a recovery.
+        require_status(job.status, frozenset({S.PENDING}), "queue")
+        return Change("job.queued", {}, _queue_change())
+
+    return job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
+
+
+def _start_change(job: RunnerJob, worker: str) -> Change:
+    transition_check(job.status, S.RUNNING)
+    attempt = job.attempts + 1
+    fields = {
+        "status": S.RUNNING,
+        "attempts": attempt,
+        "started_at": timezone.now(),
+        **lease_fields(worker),
+    }
+    return Change("job.started", {"attempt": attempt, "worker": worker}, fields)
+
+
+def job_start(*, job_id: uuid.UUID | str, actor: str, worker: str) -> RunnerJob:
+    """``queued`` -> ``running``: a new attempt with a fresh lease (``job.lease_token``)."""
+    return job_update_locked(
+        job_id=job_id, plan=lambda job: _start_change(job, worker), actor=actor
+    )
+
+
+def job_claim(
+    *, types: list[str], worker: str, limit: int, actor: str, workspace_ids: list[int] | None = None
+) -> list[RunnerJob]:
+    """Atomically start up to ``limit`` due queued jobs of ``types`` for ``worker``; concurrent
+    claimers skip each other's rows, so no job is claimed twice."""
+    with transaction.atomic():
+        jobs = jobs_lock_claimable(types=types, limit=limit, workspace_ids=workspace_ids)
+        return [job_write(job, _start_change(job, worker), actor) for job in jobs]
+
+
+def job_progress_update(
+    *,
+    job_id: uuid.UUID | str,
+    progress: int,
+    actor: str,
+    message: str | None = None,
+    lease_token: LeaseToken = None,
+) -> RunnerJob:
+    """Record a progress report of a running job; the stored progress never decreases."""
+    if not 0 <= progress <= 100:
+        raise JobInputError({"progress": ["Must be between 0 and 100."]})
+
+    def plan(job: RunnerJob) -> Change:
+        lease_check(job, lease_token)
+        require_status(job.status, frozenset({S.RUNNING}), "report progress of")
+        stored = max(job.progress, progress)
+        payload: dict[str, Any] = {"progress": stored}
+        if message:
+            payload["message"] = message
+        return Change(
+            "job.progress", payload, {"progress": stored, "lease_expires_at": lease_expiry()}
+        )
+
+    return job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
+
+
+def job_complete(
+    *, job_id: uuid.UUID | str, result: Any, actor: str, lease_token: LeaseToken = None
+) -> RunnerJob:
+    """``running`` -> ``completed`` under the row lock: exactly one completion wins."""
+
+    def plan(job: RunnerJob) -> Change:
+        lease_check(job, lease_token)
+        transition_check(job.status, S.COMPLETED)
+        fields = {
+            "status": S.COMPLETED,
+            "result": result,
+            "progress": 100,
+            "completed_at": timezone.now(),
+            **LEASE_CLEARED,
+        }
+        return Change("job.completed", {"attempt": job.attempts}, fields)
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def _fail_change(job: RunnerJob, error: str) -> Change:
+    transition_check(job.status, S.FAILED)
+    fields = {
+        "status": S.FAILED,
+        "error": error,
+        "completed_at": timezone.now(),
+        **LEASE_CLEARED,
+    }
+    return Change("job.failed", {"error": error, "attempt": job.attempts}, fields)
+
+
+def job_fail(
+    *, job_id: uuid.UUID | str, error: str, actor: str, lease_token: LeaseToken = None
+) -> RunnerJob:
+    """``running`` -> ``failed`` under the row lock, with ``error`` kept on the job."""
+
+    def plan(job: RunnerJob) -> Change:
+        lease_check(job, lease_token)
+        return _fail_change(job, error)
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def job_attempt_failed(
+    *,
+    job_id: uuid.UUID | str,
+    error: str,
+    retry_delay: float | None,
+    actor: str,
+    lease_token: LeaseToken = None,
+) -> RunnerJob:
+    """An attempt raised. With a ``retry_delay`` (a transient error) and attempts left, the job
+    goes back to ``queued``, due after the delay (``job.retry_scheduled``); otherwise it fails."""
+
+    def plan(job: RunnerJob) -> Change:
+        lease_check(job, lease_token)
+        if retry_delay is None or job.attempts >= job.max_attempts:
+            return _fail_change(job, error)
+        transition_check(job.status, S.QUEUED)
+        payload = {"attempt": job.attempts, "delay": retry_delay, "error": error}
+        fields = {**_queue_change(retry_delay), "error": error, **LEASE_CLEARED}
+        return Change("job.retry_scheduled", payload, fields)
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def job_cancel(
+    *, job_id: uuid.UUID | str, actor: str, expected_version: int | None = None
+) -> RunnerJob:
+    """``pending``/``queued``/``running`` -> ``cancelled``. A running handler sees it at its
+    next progress check and stops; its lease is void from now on."""
+
+    def plan(job: RunnerJob) -> Change:
+        transition_check(job.status, S.CANCELLED)
+        fields = {"status": S.CANCELLED, "completed_at": timezone.now(), **LEASE_CLEARED}
+        return Change("job.cancelled", {"from": job.status}, fields)
+
+    return job_update_optimistic(
+        job_id=job_id, plan=plan, actor=actor, expected_version=expected_version
+    )
+
+
+def job_retry(
+    *,
+    job_id: uuid.UUID | str,
+    actor: str,
+    created_by: User | None = None,
+    expected_version: int | None = None,
+) -> RunnerJob:
+    """Make a new job from a failed or cancelled one (same type, payload, priority,
+    ``retry_of`` set); the old job gets ``job.retried`` naming the new one."""
+    new_id = uuid.uuid4()
+    created: list[RunnerJob] = []
+
+    def plan(old: RunnerJob) -> Change:
+        require_status(old.status, RETRYABLE_STATUSES, "retry")
+        job_type = _validate_create(old.type, old.payload)
+
+        def insert_new(old: RunnerJob) -> None:
+            created.append(
+                _job_insert(
+                    job_id=new_id,
+                    workspace=old.workspace,
+                    job_type=job_type,
+                    payload=old.payload,
+                    actor=actor,
+                    created_by=created_by,
+                    priority=old.priority,
+                    agent_task_id=old.agent_task_id,
+                    max_attempts=old.max_attempts,
+                    retry_of=old,
+                )
+            )
+
+        return Change("job.retried", {"retry_job_id": str(new_id)}, extra=insert_new)
+
+    job_update_optimistic(job_id=job_id, plan=plan, actor=actor, expected_version=expected_version)
+    return created[-1]
+
+
+def job_recover_lost(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJob:
+    """A running job whose lease expired (its worker died or stalled): back to ``queued`` while
+    attempts remain, else ``failed``. Checked again under the row lock, so a report that renewed
+    the lease in the meantime wins."""
+
+    def plan(job: RunnerJob) -> Change:
+        require_status(job.status, frozenset({S.RUNNING}), "recover")
+        if job.lease_expires_at is not None and job.lease_expires_at > timezone.now():
+            raise InvalidTransitionError("The job's lease has not expired.")
+        if job.attempts >= job.max_attempts:
+            return _fail_change(job, WORKER_LOST_ERROR)
+        payload = {"reason": "lease_expired", "attempt": job.attempts}
+        return Change("job.queued", payload, {**_queue_change(), **LEASE_CLEARED})
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def job_lease_renew(*, job_id: uuid.UUID | str, lease_token: uuid.UUID | str) -> bool:
+    """Extend a running job's lease (a worker's heartbeat). Not a change of the job's state, so
+    no event and no version bump; False when the lease is no longer this attempt's."""
+    return bool(
+        RunnerJob.objects.filter(pk=job_id, status=S.RUNNING, lease_token=lease_token).update(
+            lease_expires_at=lease_expiry()
+        )
+    )

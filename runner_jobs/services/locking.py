@@ -1,0 +1,178 @@
+"""The two ways a job is locked for a write, and the one function that writes a change.
+
+* ``job_update_locked``: ``select_for_update()`` inside ``transaction.atomic()``. Executors'
+  status changes (worker and coordinator start/complete/fail, the sweeper) use it, so of any
+  number of racing terminal reports exactly one wins and the rest see a terminal job.
+* ``job_update_optimistic``: read, decide, then ``UPDATE ... WHERE id = %s AND version = %s``;
+  zero rows means someone else changed the job, so re-read and decide again (3 attempts, with
+  exponential backoff and jitter), then ``ConcurrentUpdateError``. Reports and user actions use
+  it, so a click never waits behind a worker's transaction.
+
+Either way the change goes through ``job_write``: the versioned UPDATE (which takes the row lock
+until commit), then the rows that belong with it and its one event, in the same transaction.
+See docs/decisions/0001-locking.md.
+"""
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from job_events.services import event_record
+from runner_jobs.models import JobStep, RunnerJob
+
+from .errors import (
+    ConcurrentUpdateError,
+    JobNotFoundError,
+    PreconditionFailedError,
+    StaleLeaseError,
+)
+
+OPTIMISTIC_ATTEMPTS = 3
+OPTIMISTIC_BACKOFF_BASE_SECONDS = 0.01
+
+
+@dataclass
+class Change:
+    """What one write does to a job: new field values and the one event that records it.
+
+    ``extra`` writes rows that belong with the change (a step, a retry's new job) after the
+    job's row is locked; it may return the step the event is about. ``on_commit`` runs after
+    the transaction commits (dispatch, notifications), never before.
+    """
+
+    event_type: str
+    event_payload: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    extra: Callable[[RunnerJob], JobStep | None] | None = None
+    on_commit: Callable[[], None] | None = None
+
+
+Plan = Callable[[RunnerJob], Change]
+
+
+def lease_fields(worker: str) -> dict[str, Any]:
+    """A fresh lease for a new attempt."""
+    return {
+        "lease_token": uuid.uuid4(),
+        "lease_owner": worker,
+        "lease_expires_at": lease_expiry(),
+    }
+
+
+def lease_expiry() -> Any:
+    return timezone.now() + timedelta(seconds=settings.RUNNER_JOB_LEASE_SECONDS)
+
+
+LEASE_CLEARED: dict[str, Any] = {"lease_token": None, "lease_expires_at": None}
+
+
+def lease_check(job: RunnerJob, lease_token: uuid.UUID | str | None) -> None:
+    """Fencing: a report that names a lease must name the current one.
+
+    A report without a token is not fenced (an operator's or a simple coordinator's call); one
+    with a token from an earlier attempt is refused, whatever the job's state now.
+    """
+    if lease_token is not None and str(job.lease_token) != str(lease_token):
+        raise StaleLeaseError()
+
+
+def _job_get(job_id: uuid.UUID | str, queryset: QuerySet[RunnerJob] | None = None) -> RunnerJob:
+    try:
+        return (queryset if queryset is not None else RunnerJob.objects).get(pk=job_id)
+    except (RunnerJob.DoesNotExist, ValidationError) as exc:
+        raise JobNotFoundError() from exc
+
+
+def _expected_version_check(job: RunnerJob, expected_version: int | None) -> None:
+    if expected_version is not None and job.version != expected_version:
+        raise PreconditionFailedError()
+
+
+def job_lock(job_id: uuid.UUID | str) -> RunnerJob:
+    """The job's row, locked until the surrounding transaction ends."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("job_lock must run inside transaction.atomic()")
+    return _job_get(job_id, RunnerJob.objects.select_for_update())
+
+
+def jobs_lock_claimable(
+    *, types: list[str], limit: int, workspace_ids: list[int] | None
+) -> list[RunnerJob]:
+    """Lock up to ``limit`` due queued jobs of ``types``, skipping rows another claimer holds,
+    highest priority first, then oldest."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("jobs_lock_claimable must run inside transaction.atomic()")
+    queryset = RunnerJob.objects.filter(status="queued", type__in=types, due_at__lte=timezone.now())
+    if workspace_ids is not None:
+        queryset = queryset.filter(workspace_id__in=workspace_ids)
+    return list(
+        queryset.select_for_update(skip_locked=True, of=("self",)).order_by(
+            "-priority", "created_at"
+        )[:limit]
+    )
+
+
+def job_write(job: RunnerJob, change: Change, actor: str) -> RunnerJob:
+    """Apply ``change`` to ``job`` if its version is still the one read; write its event.
+
+    Used directly only on rows this transaction created or already holds locked."""
+    with transaction.atomic():
+        updated = RunnerJob.objects.filter(pk=job.pk, version=job.version).update(
+            **change.fields, version=F("version") + 1
+        )
+        if not updated:
+            raise ConcurrentUpdateError()
+        for name, value in change.fields.items():
+            setattr(job, name, value)
+        job.version += 1
+        step = change.extra(job) if change.extra else None
+        event_record(
+            job=job, type=change.event_type, actor=actor, payload=change.event_payload, step=step
+        )
+        if change.on_commit:
+            transaction.on_commit(change.on_commit)
+    return job
+
+
+def job_update_locked(
+    *, job_id: uuid.UUID | str, plan: Plan, actor: str, expected_version: int | None = None
+) -> RunnerJob:
+    """Lock the job's row, let ``plan`` check and decide, write the change and its event."""
+    with transaction.atomic():
+        job = job_lock(job_id)
+        _expected_version_check(job, expected_version)
+        return job_write(job, plan(job), actor)
+
+
+def _backoff_sleep(attempt: int) -> None:
+    ceiling = OPTIMISTIC_BACKOFF_BASE_SECONDS * (2**attempt)
+    time.sleep(random.uniform(ceiling / 2, ceiling))
+
+
+def job_update_optimistic(
+    *, job_id: uuid.UUID | str, plan: Plan, actor: str, expected_version: int | None = None
+) -> RunnerJob:
+    """Read, decide with ``plan``, write if the version is unchanged; on a conflict re-read and
+    decide again, ``OPTIMISTIC_ATTEMPTS`` times in all, then raise ``ConcurrentUpdateError``."""
+    attempt = 0
+    while True:
+        job = _job_get(job_id)
+        _expected_version_check(job, expected_version)
+        change = plan(job)
+        try:
+            return job_write(job, change, actor)
+        except ConcurrentUpdateError:
+            attempt += 1
+            if attempt == OPTIMISTIC_ATTEMPTS:
+                raise
+            _backoff_sleep(attempt - 1)

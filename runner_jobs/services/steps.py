@@ -1,0 +1,171 @@
+"""Steps and custom events of a job. They change no status, but each still goes through the
+job's versioned UPDATE, so its event is ordered with every other write to the job."""
+
+import json
+import re
+import uuid
+from typing import Any
+
+from django.db.models import Max
+from django.utils import timezone
+
+from runner_jobs.models import (
+    STEP_FINISHED_STATUSES,
+    TERMINAL_STATUSES,
+    JobStatus,
+    JobStep,
+    RunnerJob,
+    StepPhase,
+    StepStatus,
+)
+
+from .errors import InvalidTransitionError, JobInputError, StepNotFoundError
+from .locking import Change, job_update_optimistic, lease_check, lease_expiry
+from .transitions import require_status
+
+LeaseToken = uuid.UUID | str | None
+
+CUSTOM_EVENT_TYPE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
+CUSTOM_EVENT_TYPE_MAX_LENGTH = 64
+CUSTOM_EVENT_MAX_PAYLOAD_BYTES = 64 * 1024
+# Lifecycle events are written by the service layer only; a coordinator cannot forge them.
+RESERVED_EVENT_PREFIXES = ("job.", "step.")
+
+STEP_FINISH_EVENTS = {
+    StepStatus.COMPLETED: "step.completed",
+    StepStatus.FAILED: "step.failed",
+    StepStatus.SKIPPED: "step.skipped",
+}
+RUNNING_ONLY = frozenset({JobStatus.RUNNING})
+NOT_TERMINAL = frozenset(set(JobStatus) - TERMINAL_STATUSES)
+
+
+def step_start(
+    *,
+    job_id: uuid.UUID | str,
+    name: str,
+    phase: str,
+    actor: str,
+    lease_token: LeaseToken = None,
+) -> JobStep:
+    """Start the next step (ordinal = last + 1) of a running job."""
+    if phase not in StepPhase.values:
+        raise JobInputError({"phase": [f"Must be one of {', '.join(StepPhase.values)}."]})
+    steps: list[JobStep] = []
+
+    def create_step(job: RunnerJob) -> JobStep:
+        # Safe without a sequence: the versioned UPDATE holds this job's row lock.
+        last = job.steps.aggregate(last=Max("ordinal"))["last"] or 0
+        step = JobStep.objects.create(
+            job=job,
+            ordinal=last + 1,
+            name=name,
+            phase=phase,
+            status=StepStatus.RUNNING,
+            started_at=timezone.now(),
+        )
+        steps.append(step)
+        return step
+
+    def plan(job: RunnerJob) -> Change:
+        lease_check(job, lease_token)
+        require_status(job.status, RUNNING_ONLY, "start a step of")
+        steps.clear()
+        return Change(
+            "step.started",
+            {"name": name, "phase": phase},
+            {"lease_expires_at": lease_expiry()},
+            extra=create_step,
+        )
+
+    job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
+    return steps[-1]
+
+
+def step_finish(
+    *,
+    job_id: uuid.UUID | str,
+    step_id: int,
+    status: str,
+    actor: str,
+    output: str = "",
+    lease_token: LeaseToken = None,
+) -> JobStep:
+    """Report on a running step: ``running`` with ``output`` appends output (``step.output``);
+    ``completed``/``failed``/``skipped`` finish it, appending any ``output``."""
+    if status not in STEP_FINISH_EVENTS and status != StepStatus.RUNNING:
+        allowed = ", ".join([StepStatus.RUNNING, *STEP_FINISH_EVENTS])
+        raise JobInputError({"status": [f"Must be one of {allowed}."]})
+    try:
+        step = JobStep.objects.get(pk=step_id, job__pk=job_id)
+    except JobStep.DoesNotExist as exc:
+        raise StepNotFoundError() from exc
+
+    def update_step(job: RunnerJob) -> JobStep:
+        step.refresh_from_db()
+        if step.status in STEP_FINISHED_STATUSES:
+            raise InvalidTransitionError(f"The step is already {step.status}.")
+        step.output += output
+        if status != StepStatus.RUNNING:
+            step.status = status
+            step.completed_at = timezone.now()
+            started = step.started_at or step.completed_at
+            step.duration_ms = int((step.completed_at - started).total_seconds() * 1000)
+        step.save(update_fields=["output", "status", "completed_at", "duration_ms"])
+        return step
+
+    def plan(job: RunnerJob) -> Change:
+        lease_check(job, lease_token)
+        require_status(job.status, RUNNING_ONLY, "report a step of")
+        event_type = STEP_FINISH_EVENTS.get(StepStatus(status), "step.output")
+        payload: dict[str, Any] = {"step": step.ordinal, "name": step.name, "status": status}
+        if output:
+            payload["output"] = output
+        return Change(event_type, payload, {"lease_expires_at": lease_expiry()}, extra=update_step)
+
+    job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
+    return step
+
+
+def event_append(
+    *,
+    job_id: uuid.UUID | str,
+    type: str,
+    actor: str,
+    payload: dict[str, Any] | None = None,
+    step_id: int | None = None,
+    lease_token: LeaseToken = None,
+) -> RunnerJob:
+    """Append a custom event (a dotted lowercase type) to a job that has not ended. It bumps
+    the job's version like any change, which keeps one job's events in order."""
+    errors: dict[str, list[str]] = {}
+    if (
+        len(type) > CUSTOM_EVENT_TYPE_MAX_LENGTH
+        or not CUSTOM_EVENT_TYPE.match(type)
+        or type.startswith(RESERVED_EVENT_PREFIXES)
+    ):
+        errors["type"] = [
+            "Must be a dotted lowercase name of at most 64 characters, "
+            "not starting with 'job.' or 'step.'."
+        ]
+    payload = payload if payload is not None else {}
+    if not isinstance(payload, dict):
+        errors["payload"] = ["Must be a JSON object."]
+    elif len(json.dumps(payload).encode()) > CUSTOM_EVENT_MAX_PAYLOAD_BYTES:
+        errors["payload"] = [f"Must be at most {CUSTOM_EVENT_MAX_PAYLOAD_BYTES} bytes as JSON."]
+    if errors:
+        raise JobInputError(errors)
+    step = None
+    if step_id is not None:
+        try:
+            step = JobStep.objects.get(pk=step_id, job__pk=job_id)
+        except JobStep.DoesNotExist as exc:
+            raise StepNotFoundError() from exc
+
+    def plan(job: RunnerJob) -> Change:
+        lease_check(job, lease_token)
+        require_status(job.status, NOT_TERMINAL, "add an event to")
+        fields = {"lease_expires_at": lease_expiry()} if job.status == JobStatus.RUNNING else {}
+        return Change(type, payload, fields, extra=lambda job: step)
+
+    return job_update_optimistic(job_id=job_id, plan=plan, actor=actor)

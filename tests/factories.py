@@ -1,0 +1,70 @@
+"""factory-boy factories, one per model. Jobs in a given state are made through the service
+layer (``job_in_state``), so their events and versions are what production would write."""
+
+from typing import Any
+
+import factory
+from django.contrib.auth.models import User
+
+from runner_jobs import services
+from runner_jobs.models import RunnerJob
+from workspaces.models import Membership, Workspace
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+
+
+class WorkspaceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Workspace
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"ws-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.title())
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    workspace = factory.SubFactory(WorkspaceFactory)
+    role = Membership.Role.MEMBER
+
+
+def job_in_state(
+    status: str = "pending",
+    *,
+    workspace: Workspace | None = None,
+    type: str = "echo",
+    payload: dict[str, Any] | None = None,
+    **create_kwargs: Any,
+) -> RunnerJob:
+    """A job brought to ``status`` through the services, as the product would."""
+    job = services.job_create(
+        workspace=workspace or WorkspaceFactory(),
+        type=type,
+        payload=payload if payload is not None else {"n": 1},
+        actor="system",
+        **create_kwargs,
+    ).job
+    if status == "pending":
+        return job
+    if job.status == "pending":
+        job = services.job_queue(job_id=job.pk, actor="system")
+    if status == "queued":
+        return job
+    if status == "cancelled":
+        return services.job_cancel(job_id=job.pk, actor="system")
+    job = services.job_start(job_id=job.pk, actor="worker", worker="w1")
+    if status == "running":
+        return job
+    if status == "completed":
+        return services.job_complete(job_id=job.pk, result={"ok": True}, actor="worker")
+    assert status == "failed", status
+    return services.job_fail(job_id=job.pk, error="boom", actor="worker")
