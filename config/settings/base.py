@@ -110,6 +110,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "runner_jobs.exceptions.api_exception_handler",
 }
 
 REST_KNOX = {

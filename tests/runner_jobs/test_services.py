@@ -13,6 +13,7 @@ from job_events.models import JobEvent
 from runner_jobs import services
 from runner_jobs.models import JobStep, RunnerJob
 from runner_jobs.registry import job_type_get, job_types
+from runner_jobs.services import locking
 from tests.factories import UserFactory, WorkspaceFactory, job_in_state
 
 pytestmark = pytest.mark.django_db
