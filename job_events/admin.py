@@ -10,8 +10,8 @@ class JobEventAdmin(admin.ModelAdmin):
     raw_id_fields = ["job", "step"]
     show_full_result_count = False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False

@@ -13,10 +13,10 @@ class RunnerJobAdmin(admin.ModelAdmin):
     search_fields = ["=id", "=agent_task_id"]
     show_full_result_count = False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False
 
 
@@ -26,8 +26,8 @@ class JobStepAdmin(admin.ModelAdmin):
     list_select_related = ["job"]
     raw_id_fields = ["job"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False

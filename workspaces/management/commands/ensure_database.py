@@ -6,6 +6,7 @@ import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 
 class Command(BaseCommand):
@@ -14,13 +15,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         db = settings.DATABASES["default"]
         params = {
-            "host": db.get("HOST") or None,
-            "port": db.get("PORT") or None,
-            "user": db.get("USER") or None,
-            "password": db.get("PASSWORD") or None,
-            "dbname": "postgres",
+            key: str(db[setting])
+            for key, setting in (
+                ("host", "HOST"),
+                ("port", "PORT"),
+                ("user", "USER"),
+                ("password", "PASSWORD"),
+            )
+            if db.get(setting)
         }
-        with psycopg.connect(**params, autocommit=True) as conn:
+        conninfo = make_conninfo(dbname="postgres", **params)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
             if exists.fetchone():
                 return
