@@ -1,0 +1,133 @@
+"""Input and output shapes of the job APIs (consumer and coordinator). Shapes only: domain rules
+(is the type registered, is the payload small enough) belong to ``runner_jobs.services``."""
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from job_events.models import JobEvent
+from runner_jobs.models import JobStep, RunnerJob
+from runner_jobs.selectors import job_events_latest
+from workspaces.models import Workspace
+
+DETAIL_EVENTS_LIMIT = 100
+# The model's columns: a larger value would overflow them (a 500), so it is refused as input.
+MAX_ATTEMPTS_LIMIT = 100
+
+
+class JobStepSerializer(serializers.ModelSerializer[JobStep]):
+    class Meta:
+        model = JobStep
+        fields = [
+            "id",
+            "job",
+            "ordinal",
+            "name",
+            "phase",
+            "status",
+            "output",
+            "started_at",
+            "completed_at",
+            "duration_ms",
+        ]
+        read_only_fields = fields
+
+
+class JobEventSerializer(serializers.ModelSerializer[JobEvent]):
+    class Meta:
+        model = JobEvent
+        fields = ["id", "job", "step", "type", "timestamp", "actor", "payload"]
+        read_only_fields = fields
+
+
+class RunnerJobSerializer(serializers.ModelSerializer[RunnerJob]):
+    """A job as every API shows it: the fields of SPEC §3, no lease or idempotency internals."""
+
+    workspace: "serializers.SlugRelatedField[Workspace]" = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    created_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+
+    class Meta:
+        model = RunnerJob
+        fields = [
+            "id",
+            "workspace",
+            "type",
+            "status",
+            "priority",
+            "progress",
+            "payload",
+            "result",
+            "error",
+            "agent_task_id",
+            "attempts",
+            "max_attempts",
+            "retry_of",
+            "created_by",
+            "version",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+
+class RunnerJobDetailSerializer(RunnerJobSerializer):
+    """A job with all its steps (by ordinal) and its latest 100 events (oldest first)."""
+
+    steps = JobStepSerializer(many=True, read_only=True)
+    events = serializers.SerializerMethodField()
+
+    class Meta(RunnerJobSerializer.Meta):
+        fields = [*RunnerJobSerializer.Meta.fields, "steps", "events"]
+        read_only_fields = fields
+
+    @extend_schema_field(JobEventSerializer(many=True))
+    def get_events(self, job: RunnerJob) -> list[dict[str, Any]]:
+        events = job_events_latest(job=job, limit=DETAIL_EVENTS_LIMIT)
+        return list(JobEventSerializer(events, many=True).data)
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL cannot store U+0000 in text or jsonb; finding it here makes it a 400."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class JobCreateSerializer(serializers.Serializer[Any]):
+    """The body of a create: shapes only. The service checks the type and the payload's size
+    (``JobInputError``, also a 400)."""
+
+    workspace = serializers.SlugField(max_length=64, help_text="The workspace's slug.")
+    type = serializers.CharField(max_length=64, help_text="A registered job type.")
+    payload = serializers.DictField(
+        required=False, default=dict, help_text="The job's input, a JSON object (≤ 256 KiB)."
+    )
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
+    agent_task_id = serializers.CharField(
+        max_length=255, required=False, allow_null=True, default=None
+    )
+    max_attempts = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_ATTEMPTS_LIMIT,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Defaults to the type's limit, else 3.",
+    )
+
+    def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:
+        if _has_nul(value):
+            raise serializers.ValidationError("Must not contain the character U+0000.")
+        return value
