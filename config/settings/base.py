@@ -120,6 +120,10 @@ REST_KNOX = {
     "AUTO_REFRESH": False,
 }
 
+# Coordinator keys (djangorestframework-api-key) travel in "X-API-Key", not "Authorization",
+# so a coordinator key and a consumer token can never be mistaken for each other.
+API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Runner Jobs API",
     "DESCRIPTION": "Create, follow, cancel and retry background jobs; coordinator reports.",
