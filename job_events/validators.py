@@ -1,0 +1,34 @@
+"""Field rules of webhook endpoints, shared by the model (so the admin applies them) and the API."""
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+
+# A dotted lowercase event type ("job.completed", "deploy.step-done"), or "*", or "job.*".
+EVENT_TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$")
+EVENT_TYPE_MAX_LENGTH = 64
+EVENT_TYPES_MAX = 50
+
+webhook_url_validator = URLValidator(
+    schemes=["http", "https"], message="Enter an http:// or https:// URL."
+)
+
+
+def validate_event_types(value: Any) -> None:
+    """A non-empty list of event types or patterns (``"*"``, ``"job.*"``)."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Must be a non-empty list of event types.")
+    if len(value) > EVENT_TYPES_MAX:
+        raise ValidationError(f"At most {EVENT_TYPES_MAX} event types.")
+    for item in value:
+        if (
+            not isinstance(item, str)
+            or len(item) > EVENT_TYPE_MAX_LENGTH
+            or not EVENT_TYPE_PATTERN.match(item)
+        ):
+            raise ValidationError(
+                f"{item!r} is not an event type: use a dotted lowercase name "
+                '("job.completed"), a prefix ("job.*") or "*".'
+            )
