@@ -29,6 +29,7 @@ from .jobs import (
     job_start,
 )
 from .locking import job_lock, job_update_locked, job_update_optimistic
+from .reports import job_release, job_status_report
 from .steps import event_append, step_finish, step_start
 from .transitions import RETRYABLE_STATUSES, TRANSITIONS, transition_check
 
@@ -58,8 +59,10 @@ __all__ = [
     "job_progress_update",
     "job_queue",
     "job_recover_lost",
+    "job_release",
     "job_retry",
     "job_start",
+    "job_status_report",
     "job_update_locked",
     "job_update_optimistic",
     "step_finish",

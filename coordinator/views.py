@@ -1,0 +1,235 @@
+"""The coordinator API: thin views that check the key's scope, validate the body, call one
+service with the key's actor, and serialize. Service refusals map to HTTP in
+``runner_jobs.exceptions`` (404, 409 ``invalid_transition``/``stale_lease``, 400)."""
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from runner_jobs import services
+from runner_jobs.http import with_etag
+from runner_jobs.models import RunnerJob
+from runner_jobs.serializers import (
+    JobCreateSerializer,
+    JobStepSerializer,
+    RunnerJobDetailSerializer,
+    RunnerJobSerializer,
+)
+
+from .authentication import CoordinatorKeyAuthentication, HasCoordinatorKey
+from .models import CoordinatorKey
+from .selectors import job_get_for_key, key_workspace_ids, workspaces_for_key
+from .serializers import (
+    ClaimResultSerializer,
+    ClaimSerializer,
+    CompleteReportSerializer,
+    EventAppendSerializer,
+    FailReportSerializer,
+    LeasedJobSerializer,
+    ProgressReportSerializer,
+    StatusReportSerializer,
+    StepReportSerializer,
+    StepStartSerializer,
+)
+
+
+def _valid(serializer_class: type[serializers.Serializer[Any]], request: Request) -> Any:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class CoordinatorView:
+    authentication_classes = [CoordinatorKeyAuthentication]
+    permission_classes = [HasCoordinatorKey]
+
+
+class CoordinatorHealthView(CoordinatorView, viewsets.ViewSet):
+    @extend_schema(
+        responses=inline_serializer(
+            "CoordinatorHealth",
+            {
+                "status": serializers.CharField(),
+                "key": serializers.CharField(),
+                "workspaces": serializers.ListField(child=serializers.CharField(), allow_null=True),
+            },
+        )
+    )
+    def health(self, request: Request) -> Response:
+        """The key works: its name, and the workspaces it is limited to (null: every one)."""
+        key: CoordinatorKey = request.auth
+        limited = key_workspace_ids(key) is not None
+        slugs = list(workspaces_for_key(key).values_list("slug", flat=True)) if limited else None
+        return Response({"status": "ok", "key": key.name, "workspaces": slugs})
+
+
+class CoordinatorJobViewSet(CoordinatorView, viewsets.ViewSet):
+    lookup_field = "pk"
+    lookup_value_regex = "[^/]+"
+
+    @property
+    def key(self) -> CoordinatorKey:
+        return self.request.auth
+
+    @property
+    def actor(self) -> str:
+        return self.key.actor
+
+    def _job(self, pk: str) -> RunnerJob:
+        """The job, or a 404 when it does not exist or the key may not touch it."""
+        return job_get_for_key(key=self.key, job_id=pk)
+
+    def _job_response(
+        self, job: RunnerJob, *, serializer_class: type[RunnerJobSerializer] = RunnerJobSerializer
+    ) -> Response:
+        return with_etag(Response(serializer_class(job).data), job)
+
+    @extend_schema(request=JobCreateSerializer, responses={201: RunnerJobSerializer})
+    def create(self, request: Request) -> Response:
+        """Create a job in one of the key's workspaces (an external type is queued at once)."""
+        data = _valid(JobCreateSerializer, request)
+        workspace = workspaces_for_key(self.key).filter(slug=data["workspace"]).first()
+        if workspace is None:
+            raise serializers.ValidationError({"workspace": ["No such workspace."]})
+        job = services.job_create(
+            workspace=workspace,
+            type=data["type"],
+            payload=data["payload"],
+            actor=self.actor,
+            priority=data["priority"],
+            agent_task_id=data["agent_task_id"],
+            max_attempts=data["max_attempts"],
+        ).job
+        response = self._job_response(job)
+        response.status_code = status.HTTP_201_CREATED
+        return response
+
+    @extend_schema(responses=RunnerJobDetailSerializer)
+    def retrieve(self, request: Request, pk: str) -> Response:
+        """The job with its steps and latest 100 events."""
+        job = self._job(pk)
+        return with_etag(Response(RunnerJobDetailSerializer(job).data), job)
+
+    @extend_schema(request=ClaimSerializer, responses=ClaimResultSerializer)
+    @action(detail=False, methods=["post"])
+    def claim(self, request: Request) -> Response:
+        """Start up to ``limit`` queued jobs of ``types`` (highest priority, then oldest, first)
+        for ``worker``; each comes with the ``lease_token`` its reports must carry."""
+        data = _valid(ClaimSerializer, request)
+        jobs = services.job_claim(
+            types=data["types"],
+            worker=data.get("worker", self.key.name),
+            limit=data["limit"],
+            actor=self.actor,
+            workspace_ids=key_workspace_ids(self.key),
+        )
+        return Response({"jobs": LeasedJobSerializer(jobs, many=True).data})
+
+    @extend_schema(request=StatusReportSerializer, responses=LeasedJobSerializer)
+    @action(detail=True, methods=["post"], url_path="status")
+    def status_report(self, request: Request, pk: str) -> Response:
+        """Move the job to ``status`` under its row lock. ``running`` (from queued) starts a new
+        attempt and returns its ``lease_token``; ``queued`` (from running) hands the job back."""
+        job = self._job(pk)
+        data = _valid(StatusReportSerializer, request)
+        job = services.job_status_report(
+            job_id=job.pk,
+            status=data["status"],
+            actor=self.actor,
+            worker=data.get("worker", self.key.name),
+            lease_token=data["lease_token"],
+            error=data["error"],
+        )
+        return self._job_response(job, serializer_class=LeasedJobSerializer)
+
+    @extend_schema(request=ProgressReportSerializer, responses=RunnerJobSerializer)
+    @action(detail=True, methods=["post"])
+    def progress(self, request: Request, pk: str) -> Response:
+        """Report progress (0-100; the stored value never decreases). Renews the lease."""
+        job = self._job(pk)
+        data = _valid(ProgressReportSerializer, request)
+        job = services.job_progress_update(
+            job_id=job.pk,
+            progress=data["progress"],
+            message=data["message"] or None,
+            actor=self.actor,
+            lease_token=data["lease_token"],
+        )
+        return self._job_response(job)
+
+    @extend_schema(request=CompleteReportSerializer, responses=RunnerJobSerializer)
+    @action(detail=True, methods=["post"])
+    def complete(self, request: Request, pk: str) -> Response:
+        """Complete the running job with ``result``, under its row lock: exactly once."""
+        job = self._job(pk)
+        data = _valid(CompleteReportSerializer, request)
+        job = services.job_complete(
+            job_id=job.pk, result=data["result"], actor=self.actor, lease_token=data["lease_token"]
+        )
+        return self._job_response(job)
+
+    @extend_schema(request=FailReportSerializer, responses=RunnerJobSerializer)
+    @action(detail=True, methods=["post"])
+    def fail(self, request: Request, pk: str) -> Response:
+        """Fail the running job with ``error``, under its row lock."""
+        job = self._job(pk)
+        data = _valid(FailReportSerializer, request)
+        job = services.job_fail(
+            job_id=job.pk, error=data["error"], actor=self.actor, lease_token=data["lease_token"]
+        )
+        return self._job_response(job)
+
+    @extend_schema(request=StepStartSerializer, responses={201: JobStepSerializer})
+    @action(detail=True, methods=["post"])
+    def steps(self, request: Request, pk: str) -> Response:
+        """Start the job's next step. Renews the lease."""
+        job = self._job(pk)
+        data = _valid(StepStartSerializer, request)
+        step = services.step_start(
+            job_id=job.pk,
+            name=data["name"],
+            phase=data["phase"],
+            actor=self.actor,
+            lease_token=data["lease_token"],
+        )
+        return Response(JobStepSerializer(step).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=StepReportSerializer, responses=JobStepSerializer)
+    @action(detail=True, methods=["patch"], url_path=r"steps/(?P<step_id>\d{1,18})")
+    def step_report(self, request: Request, pk: str, step_id: str) -> Response:
+        """Finish a running step (completed, failed, skipped) or append to its output (running).
+        Renews the lease."""
+        job = self._job(pk)
+        data = _valid(StepReportSerializer, request)
+        step = services.step_finish(
+            job_id=job.pk,
+            step_id=int(step_id),
+            status=data["status"],
+            output=data["output"],
+            actor=self.actor,
+            lease_token=data["lease_token"],
+        )
+        return Response(JobStepSerializer(step).data)
+
+    @extend_schema(request=EventAppendSerializer, responses={201: RunnerJobSerializer})
+    @action(detail=True, methods=["post"])
+    def events(self, request: Request, pk: str) -> Response:
+        """Append a custom event (a dotted lowercase type, payload ≤ 64 KiB) to a job that has
+        not ended; returns the job, whose version the event bumped."""
+        job = self._job(pk)
+        data = _valid(EventAppendSerializer, request)
+        job = services.event_append(
+            job_id=job.pk,
+            type=data["type"],
+            payload=data["payload"],
+            step_id=data["step"],
+            actor=self.actor,
+            lease_token=data["lease_token"],
+        )
+        response = self._job_response(job)
+        response.status_code = status.HTTP_201_CREATED
+        return response
