@@ -5,6 +5,8 @@ field-error object with status 400, like a serializer's."""
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -18,6 +20,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, JobServiceError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        # Django would answer with an HTML 400; an API answers in JSON, with the precise status.
+        detail = f"The request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+        return Response(
+            {"detail": detail, "code": "request_too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = exception_handler(exc, context)
     if (
         response is not None

@@ -15,6 +15,14 @@ from workspaces.models import Workspace
 DETAIL_EVENTS_LIMIT = 100
 # The model's columns: a larger value would overflow them (a 500), so it is refused as input.
 MAX_ATTEMPTS_LIMIT = 100
+PAYLOAD_MAX_DEPTH = 64
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """Every refusal that is not a field error: ``{"detail", "code"}``."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
 
 
 class JobStepSerializer(serializers.ModelSerializer[JobStep]):
@@ -94,15 +102,22 @@ class RunnerJobDetailSerializer(RunnerJobSerializer):
         return list(JobEventSerializer(events, many=True).data)
 
 
-def _has_nul(value: Any) -> bool:
-    """PostgreSQL cannot store U+0000 in text or jsonb; finding it here makes it a 400."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def json_shape_error(value: Any) -> str | None:
+    """Why PostgreSQL or the JSON renderer could not take ``value`` (U+0000 in text or jsonb, or
+    nesting deeper than ``PAYLOAD_MAX_DEPTH``: Python's JSON encoder recurses), or None. Walked
+    without recursion, so a deep value cannot overflow the stack here either. Any API field that
+    stores client JSON checks it, so such a value is a 400 and never a 500."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return "Must not contain the character U+0000."
+        if isinstance(item, dict | list):
+            if depth > PAYLOAD_MAX_DEPTH:
+                return f"Must not nest deeper than {PAYLOAD_MAX_DEPTH} levels."
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 class JobCreateSerializer(serializers.Serializer[Any]):
@@ -128,6 +143,7 @@ class JobCreateSerializer(serializers.Serializer[Any]):
     )
 
     def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:
-        if _has_nul(value):
-            raise serializers.ValidationError("Must not contain the character U+0000.")
+        error = json_shape_error(value)
+        if error:
+            raise serializers.ValidationError(error)
         return value

@@ -109,7 +109,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["runner_jobs.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "runner_jobs.exceptions.api_exception_handler",
 }
 
@@ -129,6 +129,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Create, follow, cancel and retry background jobs; coordinator reports.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Jobs and steps both have a "status"; name their enums after the model's choices.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "runner_jobs.models.JobStatus",
+        "StepStatusEnum": "runner_jobs.models.StepStatus",
+    },
 }
 
 # --- Redis and Celery -------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Query filters of the job list and a job's events. A bad value is a 400 with field errors."""
+
+import django_filters
+from django import forms
+
+from job_events.models import JobEvent
+from runner_jobs.models import JobStatus, RunnerJob
+
+
+class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
+    """A comma-separated list, each item one of the choices: ``status=queued,running``."""
+
+
+class EventIdFilter(django_filters.NumberFilter):
+    """An event id: a whole number in bigint's range (NumberFilter alone takes decimals)."""
+
+    field_class = forms.IntegerField
+
+
+class RunnerJobFilter(django_filters.FilterSet):
+    status = ChoiceInFilter(
+        choices=JobStatus.choices, help_text="Comma-separated statuses, e.g. queued,running."
+    )
+    type = django_filters.CharFilter(help_text="A job type, e.g. echo.")
+    agent_task_id = django_filters.CharFilter()
+    workspace = django_filters.CharFilter(
+        field_name="workspace__slug", help_text="A workspace slug."
+    )
+    created_after = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text="ISO 8601; inclusive."
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", help_text="ISO 8601; exclusive."
+    )
+    retry_of = django_filters.UUIDFilter(
+        field_name="retry_of_id", help_text="Jobs that retry this job id."
+    )
+
+    class Meta:
+        model = RunnerJob
+        fields = [
+            "status",
+            "type",
+            "agent_task_id",
+            "workspace",
+            "created_after",
+            "created_before",
+            "retry_of",
+        ]
+
+
+class JobEventFilter(django_filters.FilterSet):
+    after = EventIdFilter(
+        field_name="id",
+        lookup_expr="gt",
+        min_value=0,
+        max_value=2**63 - 1,
+        help_text="Only events after this event id.",
+    )
+    type = django_filters.CharFilter(help_text="An event type, e.g. job.progress.")
+
+    class Meta:
+        model = JobEvent
+        fields = ["after", "type"]

@@ -1,0 +1,17 @@
+"""Consumer API routes, included under ``/api/v1/``. Only ``events/`` is routed below a job, so
+``runner-jobs/<id>/events/stream/`` stays free for the event stream's own view."""
+
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from runner_jobs.views import JobEventListView, RunnerJobViewSet
+
+router = DefaultRouter()
+# No ``.json`` twins of every route: one URL per resource, in the schema too.
+router.include_format_suffixes = False
+router.register("runner-jobs", RunnerJobViewSet, basename="runner-job")
+
+urlpatterns = [
+    path("runner-jobs/<str:pk>/events/", JobEventListView.as_view(), name="runner-job-events"),
+    *router.urls,
+]

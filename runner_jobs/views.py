@@ -1,0 +1,288 @@
+"""The consumer REST API for jobs. Thin: validate, call one service, serialize.
+
+Scoping: every job comes from ``jobs_for_user``, so another workspace's job is a 404. Roles: a
+viewer reads; a member or admin also creates, cancels and retries (403 otherwise)."""
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from job_events.models import JobEvent
+from runner_jobs import services
+from runner_jobs.filters import JobEventFilter, RunnerJobFilter
+from runner_jobs.http import if_match_version, with_etag
+from runner_jobs.models import RunnerJob
+from runner_jobs.pagination import EventCursorPagination, JobCursorPagination
+from runner_jobs.selectors import job_events, jobs_for_user
+from runner_jobs.serializers import (
+    ErrorSerializer,
+    JobCreateSerializer,
+    JobEventSerializer,
+    RunnerJobDetailSerializer,
+    RunnerJobSerializer,
+)
+from workspaces.models import Workspace
+from workspaces.selectors import WRITE_ROLES, membership_role, workspaces_for_user
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+READ_ONLY_ROLE_MESSAGE = "Your role in this workspace lets you read jobs, not change them."
+
+
+def can_write(user: AbstractBaseUser | AnonymousUser, workspace_id: int) -> bool:
+    return membership_role(user, workspace_id) in WRITE_ROLES
+
+
+def user_actor(user: AbstractBaseUser | AnonymousUser) -> str:
+    return f"user:{user.get_username()}"
+
+
+class CanWriteJob(BasePermission):
+    """Reads are for every member (scoping already hid other workspaces); writes need a member
+    or admin role in the job's workspace."""
+
+    message = READ_ONLY_ROLE_MESSAGE
+
+    def has_object_permission(self, request: Request, view: APIView, obj: RunnerJob) -> bool:
+        return request.method in SAFE_METHODS or can_write(request.user, obj.workspace_id)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and key.isprintable()):
+        raise ValidationError(
+            {
+                "Idempotency-Key": [
+                    f"Must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable characters."
+                ]
+            }
+        )
+    return key
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+FIELD_ERRORS = OpenApiResponse(
+    response={"type": "object", "additionalProperties": True},
+    description="Bad input: DRF's field-error object (or detail and code).",
+)
+UNAUTHENTICATED = _error("No valid `Authorization: Token <token>` (or session).")
+NOT_FOUND = _error("No such job in your workspaces.")
+FORBIDDEN = _error("Your role in the job's workspace is viewer.")
+CONFLICT = _error("`invalid_transition` (not allowed in its state) or `concurrent_update`.")
+PRECONDITION_FAILED = _error("`If-Match` names an older version of the job.")
+TOO_LARGE = _error("The request body is over the configured limit.")
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description='Only act if the job is still at this version (its ETag, e.g. "3").',
+)
+ETAG = OpenApiParameter(
+    "ETag",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[200, 201],
+    description='The job\'s version, e.g. "3"; send it back in `If-Match`.',
+)
+
+
+@extend_schema(tags=["runner-jobs"])
+class RunnerJobViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet[RunnerJob],
+):
+    """Jobs of your workspaces: create, list, read, cancel and retry."""
+
+    permission_classes = [IsAuthenticated, CanWriteJob]
+    serializer_class = RunnerJobSerializer
+    pagination_class = JobCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = RunnerJobFilter
+
+    def get_queryset(self) -> QuerySet[RunnerJob]:
+        return jobs_for_user(self.request.user)
+
+    def get_object(self) -> RunnerJob:
+        # Not filter_queryset: the list's query filters must not hide a job from its own URL.
+        job = get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
+        self.check_object_permissions(self.request, job)
+        return job
+
+    def get_serializer_class(self) -> Any:
+        return RunnerJobDetailSerializer if self.action == "retrieve" else RunnerJobSerializer
+
+    def _job_response(self, job: RunnerJob, status_code: int = status.HTTP_200_OK) -> Response:
+        response = Response(RunnerJobSerializer(job).data, status=status_code)
+        if status_code == status.HTTP_201_CREATED:
+            response["Location"] = self.reverse_action("detail", args=[job.pk])
+        return with_etag(response, job)
+
+    @extend_schema(
+        summary="List jobs",
+        description="Newest first, cursor-paginated.",
+        responses={200: RunnerJobSerializer(many=True), 400: FIELD_ERRORS, 401: UNAUTHENTICATED},
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Read a job",
+        description="The job with all its steps and its latest 100 events (oldest first).",
+        parameters=[ETAG],
+        responses={200: RunnerJobDetailSerializer, 401: UNAUTHENTICATED, 404: NOT_FOUND},
+    )
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        job = self.get_object()
+        return with_etag(Response(RunnerJobDetailSerializer(job).data), job)
+
+    @extend_schema(
+        summary="Create a job",
+        description=(
+            "201 with the new job, handed to the queue after commit. With an `Idempotency-Key`, "
+            "a repeat from the same user returns the first job (200); the same key with a "
+            "different body is a 422."
+        ),
+        request=JobCreateSerializer,
+        parameters=[
+            ETAG,
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Makes the create safe to repeat (1 to 255 printable characters).",
+            ),
+        ],
+        responses={
+            200: OpenApiResponse(RunnerJobSerializer, description="A repeat of a keyed create."),
+            201: OpenApiResponse(RunnerJobSerializer, description="Created."),
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: _error("No such workspace among yours."),
+            413: TOO_LARGE,
+            422: _error("`idempotency_conflict`: the key was used with a different body."),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        serializer = JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        idempotency_key = _idempotency_key(request)
+        workspace = self._writable_workspace(data["workspace"])
+        result = services.job_create(
+            workspace=workspace,
+            type=data["type"],
+            payload=data["payload"],
+            actor=user_actor(request.user),
+            created_by=request.user,
+            priority=data["priority"],
+            agent_task_id=data["agent_task_id"],
+            max_attempts=data["max_attempts"],
+            idempotency_key=idempotency_key,
+        )
+        return self._job_response(
+            result.job, status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        )
+
+    def _writable_workspace(self, slug: str) -> Workspace:
+        """The workspace named in a create: 404 unless the user is a member, 403 for a viewer."""
+        user = self.request.user
+        workspace = workspaces_for_user(user).filter(slug=slug).first()
+        if workspace is None:
+            raise NotFound("No such workspace among yours.")
+        if not can_write(user, workspace.pk):
+            self.permission_denied(self.request, message=READ_ONLY_ROLE_MESSAGE)
+        return workspace
+
+    @extend_schema(
+        summary="Cancel a job",
+        description="pending, queued or running → cancelled.",
+        request=None,
+        parameters=[IF_MATCH, ETAG],
+        responses={
+            200: RunnerJobSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            412: PRECONDITION_FAILED,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        job = services.job_cancel(
+            job_id=self.get_object().pk,
+            actor=user_actor(request.user),
+            expected_version=if_match_version(request),
+        )
+        return self._job_response(job)
+
+    @extend_schema(
+        summary="Retry a job",
+        description=(
+            "From failed or cancelled: 201 with a new job (`retry_of` = this id), same type, "
+            "payload and priority."
+        ),
+        request=None,
+        parameters=[IF_MATCH, ETAG],
+        responses={
+            201: RunnerJobSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            412: PRECONDITION_FAILED,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        job = services.job_retry(
+            job_id=self.get_object().pk,
+            actor=user_actor(request.user),
+            created_by=request.user,
+            expected_version=if_match_version(request),
+        )
+        return self._job_response(job, status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    tags=["runner-jobs"],
+    summary="A job's events",
+    description="Oldest first, cursor-paginated; `after` an event id, `type` one event type.",
+    responses={
+        200: JobEventSerializer(many=True),
+        400: FIELD_ERRORS,
+        401: UNAUTHENTICATED,
+        404: NOT_FOUND,
+    },
+)
+class JobEventListView(generics.ListAPIView[JobEvent]):
+    """The events of one job of your workspaces."""
+
+    # For the schema only (its model); the real queryset is the job's, in get_queryset.
+    queryset = JobEvent.objects.none()
+    serializer_class = JobEventSerializer
+    pagination_class = EventCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = JobEventFilter
+
+    def get_queryset(self) -> QuerySet[JobEvent]:
+        job = get_object_or_404(jobs_for_user(self.request.user), pk=self.kwargs["pk"])
+        return job_events(job=job)
