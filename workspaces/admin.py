@@ -1,4 +1,10 @@
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from knox.admin import AuthTokenAdmin as KnoxAuthTokenAdmin
+from knox.models import AuthToken
 
 from .models import Membership, Workspace
 
@@ -23,3 +29,32 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role", "workspace"]
     list_select_related = ["user", "workspace"]
     autocomplete_fields = ["user", "workspace"]
+
+
+admin.site.unregister(AuthToken)
+
+
+@admin.register(AuthToken)
+class ApiTokenAdmin(KnoxAuthTokenAdmin):
+    """knox's token admin without the digest: the list shows the token's public prefix, and a
+    new token is shown once, in the message after creating it (knox's add form)."""
+
+    list_display = ["token_key", "user", "created", "expiry"]
+    list_display_links = None
+    search_fields = ["token_key", "user__username"]
+    list_select_related = ["user"]
+    actions = ["revoke_selected"]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # Django's delete confirmation page would print each token's digest.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected tokens", permissions=["delete"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[AuthToken]) -> None:
+        revoked, _ = queryset.delete()
+        self.message_user(request, f"Revoked {revoked} tokens.", messages.SUCCESS)
