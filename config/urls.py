@@ -2,7 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config import ops
+
 urlpatterns = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/coordinator/", include("coordinator.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import environ
 
+from config.logging import logging_config, structlog_configure
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -26,6 +28,8 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
+    "django_prometheus",
+    "django_structlog",
     "workspaces",
     "runner_jobs",
     "job_events",
@@ -33,6 +37,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: request metrics see every request; the request id is bound for every log line.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "config.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -41,6 +48,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.ops.DatabaseUnavailableMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -67,6 +76,8 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://localhost:543
 # Persistent connections, checked before reuse, so a PostgreSQL restart costs one request at most.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The PostgreSQL backend, counting queries, errors and connections for /metrics.
+DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault(
     "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3)
@@ -111,6 +122,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": ["runner_jobs.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "runner_jobs.exceptions.api_exception_handler",
+    # A per-token quota (RUNNER_API_QUOTA below): fair use, not security.
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.TokenQuotaThrottle"],
 }
 
 REST_KNOX = {
@@ -147,3 +160,27 @@ RUNNER_JOB_LEASE_SECONDS = env.int("RUNNER_JOB_LEASE_SECONDS", default=60)
 RUNNER_SWEEP_INTERVAL_SECONDS = env.int("RUNNER_SWEEP_INTERVAL_SECONDS", default=15)
 RUNNER_REDISPATCH_AFTER_SECONDS = env.int("RUNNER_REDISPATCH_AFTER_SECONDS", default=120)
 RUNNER_MAX_PAYLOAD_BYTES = env.int("RUNNER_MAX_PAYLOAD_BYTES", default=256 * 1024)
+
+# --- Operations: logs, metrics, quotas, retention ---------------------------------------------
+# JSON lines (LOG_FORMAT=json, the production default) or console lines, from web, worker and
+# beat alike; see config/logging.py.
+LOG_FORMAT = env("LOG_FORMAT", default="console")
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = logging_config(json=LOG_FORMAT == "json", level=LOG_LEVEL)
+structlog_configure()
+# Celery keeps its hands off the root logger, so worker and beat log through LOGGING too; the
+# request id of the request that enqueued a task travels with it (django-structlog).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+DJANGO_STRUCTLOG_CELERY_ENABLED = True
+
+# /metrics is open unless one of these is set: a bearer token, or client networks (CIDR).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+# Terminal job counts are a GROUP BY over the whole table: computed at most this often.
+RUNNER_METRICS_TERMINAL_CACHE_SECONDS = env.int(
+    "RUNNER_METRICS_TERMINAL_CACHE_SECONDS", default=300
+)
+# Requests per API token (or coordinator key) per window: "N/second|minute|hour|day".
+RUNNER_API_QUOTA = env("RUNNER_API_QUOTA", default="100000/hour")
+# The daily prune task deletes jobs that ended more than this many days ago.
+RUNNER_RETENTION_DAYS = env.int("RUNNER_RETENTION_DAYS", default=30)

@@ -30,6 +30,7 @@ from .jobs import (
 )
 from .locking import job_lock, job_update_locked, job_update_optimistic
 from .reports import job_release, job_status_report
+from .retention import PRUNE_BATCH_SIZE, PruneResult, jobs_prune
 from .steps import event_append, step_finish, step_start
 from .transitions import RETRYABLE_STATUSES, TRANSITIONS, transition_check
 
@@ -46,6 +47,7 @@ __all__ = [
     "JobServiceError",
     "PreconditionFailedError",
     "StaleLeaseError",
+    "PruneResult",
     "StepNotFoundError",
     "event_append",
     "job_attempt_failed",
@@ -66,6 +68,7 @@ __all__ = [
     "job_update_locked",
     "job_update_optimistic",
     "step_finish",
+    "jobs_prune",
     "step_start",
     "transition_check",
 ]

@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from runner_jobs import metrics
 from runner_jobs.models import JobStatus, RunnerJob
 from runner_jobs.registry import JobType, job_type_get
 from workspaces.models import Workspace
@@ -114,6 +115,7 @@ def _job_insert(
     if retry_of is not None:
         created_payload["retry_of"] = str(retry_of.pk)
     event_record(job=job, type="job.created", actor=actor, payload=created_payload)
+    metrics.job_change_observed(job=job, event_type="job.created", actor=actor, transition=True)
     if job_type.external:
         job_write(job, Change("job.queued", {"external": True}, _queue_change()), actor)
     return job
@@ -380,7 +382,9 @@ def job_recover_lost(*, job_id: uuid.UUID | str, actor: str = "system") -> Runne
         require_status(job.status, frozenset({S.RUNNING}), "recover")
         if job.lease_expires_at is not None and job.lease_expires_at > timezone.now():
             raise InvalidTransitionError("The job's lease has not expired.")
-        if job.attempts >= job.max_attempts:
+        outcome = "failed" if job.attempts >= job.max_attempts else "requeued"
+        metrics.sweeper_recovery_observed(outcome=outcome)
+        if outcome == "failed":
             return _fail_change(job, WORKER_LOST_ERROR)
         payload = {"reason": "lease_expired", "attempt": job.attempts}
         return Change("job.queued", payload, {**_queue_change(), **LEASE_CLEARED})

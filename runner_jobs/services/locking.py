@@ -28,6 +28,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from job_events.services import event_record
+from runner_jobs import metrics
 from runner_jobs.models import JobStep, RunnerJob
 
 from .errors import (
@@ -83,6 +84,7 @@ def lease_check(job: RunnerJob, lease_token: uuid.UUID | str | None) -> None:
     with a token from an earlier attempt is refused, whatever the job's state now.
     """
     if lease_token is not None and str(job.lease_token) != str(lease_token):
+        metrics.stale_lease_observed()
         raise StaleLeaseError()
 
 
@@ -141,6 +143,9 @@ def job_write(job: RunnerJob, change: Change, actor: str) -> RunnerJob:
         )
         if change.on_commit:
             transaction.on_commit(change.on_commit)
+        metrics.job_change_observed(
+            job=job, event_type=change.event_type, actor=actor, transition="status" in change.fields
+        )
     return job
 
 
@@ -173,6 +178,7 @@ def job_update_optimistic(
             return job_write(job, change, actor)
         except ConcurrentUpdateError:
             attempt += 1
+            metrics.optimistic_conflict_observed(retried=attempt < OPTIMISTIC_ATTEMPTS)
             if attempt == OPTIMISTIC_ATTEMPTS:
                 raise
             _backoff_sleep(attempt - 1)

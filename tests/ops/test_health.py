@@ -1,0 +1,61 @@
+"""Liveness and readiness, with a broker of our own that we stop and start."""
+
+import time
+
+import pytest
+from django.test import override_settings
+
+from config import ops
+from tests.ops.conftest import ThrowawayRedis
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_without_touching_dependencies(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert "no-cache" in response["Cache-Control"]
+
+
+def test_readyz_ok_with_database_and_broker(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_readyz_names_the_stopped_broker_then_recovers(client, throwaway_redis: ThrowawayRedis):
+    with override_settings(REDIS_URL=throwaway_redis.url):
+        assert client.get("/readyz").status_code == 200
+
+        throwaway_redis.stop()
+        started = time.monotonic()
+        response = client.get("/readyz")
+        assert time.monotonic() - started < ops.READINESS_TIMEOUT_SECONDS + 0.5
+        assert response.status_code == 503
+        body = response.json()
+        assert body["code"] == "not_ready"
+        assert body["detail"] == "Unavailable: broker."
+        assert body["checks"]["database"] == "ok"
+        assert body["checks"]["broker"].startswith("error: ")
+
+        throwaway_redis.start()
+        response = client.get("/readyz")
+        assert response.status_code == 200, response.json()
+
+
+def test_readyz_gives_up_on_a_hanging_dependency_within_its_timeout(client, monkeypatch):
+    monkeypatch.setattr(ops, "READINESS_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setitem(ops.READINESS_CHECKS, "database", lambda: time.sleep(1))
+    started = time.monotonic()
+    response = client.get("/readyz")
+    assert time.monotonic() - started < 0.9
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "timed out after 0.2 s", "broker": "ok"}
+    assert response.json()["detail"] == "Unavailable: database."
+
+
+def test_ops_endpoints_refuse_writes(client):
+    assert client.post("/healthz").status_code == 405
+    assert client.post("/readyz").status_code == 405
