@@ -100,7 +100,7 @@ def counter_inc(spec: CounterSpec, *label_values: str, amount: int = 1) -> None:
 
 def counter_inc_on_commit(spec: CounterSpec, *label_values: str) -> None:
     """Count something that exists only if the surrounding transaction commits."""
-    transaction.on_commit(lambda: counter_inc(spec, *label_values))
+    transaction.on_commit(lambda: counter_inc(spec, *label_values), robust=True)
 
 
 # --- Hooks called by the service layer (one line each) -----------------------------------------
@@ -112,7 +112,7 @@ def job_change_observed(*, job: RunnerJob, event_type: str, actor: str, transiti
         "job_id": str(job.pk),
         "workspace_id": job.workspace_id,
         "actor": actor,
-        "event": event_type,
+        "event_type": event_type,
         "status": job.status,
         "version": job.version,
     }
@@ -124,7 +124,8 @@ def job_change_observed(*, job: RunnerJob, event_type: str, actor: str, transiti
         else:
             logger.debug("job_report", **context)
 
-    transaction.on_commit(observed)
+    # robust: nothing here may fail the write that has just committed.
+    transaction.on_commit(observed, robust=True)
 
 
 def optimistic_conflict_observed(*, retried: bool) -> None:
