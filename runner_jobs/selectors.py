@@ -2,10 +2,12 @@
 so another workspace's job is simply not there (a 404, never a 403)."""
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from job_events.models import JobEvent
 from runner_jobs.models import RunnerJob
+from runner_jobs.services import JobNotFoundError
 from workspaces.selectors import workspaces_for_user
 
 
@@ -16,6 +18,15 @@ def jobs_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[RunnerJob]
         .select_related("workspace", "created_by")
         .order_by("-created_at", "-id")
     )
+
+
+def job_get_for_user(*, user: AbstractBaseUser | AnonymousUser, job_id: str) -> RunnerJob:
+    """One job of ``user``'s workspaces. ``JobNotFoundError`` (a 404) when it does not exist, is
+    in another workspace, or ``job_id`` is not even a UUID: the answer never tells them apart."""
+    try:
+        return jobs_for_user(user).get(pk=job_id)
+    except (RunnerJob.DoesNotExist, ValidationError) as exc:
+        raise JobNotFoundError() from exc
 
 
 def job_events_latest(*, job: RunnerJob, limit: int) -> list[JobEvent]:

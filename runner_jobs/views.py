@@ -3,9 +3,9 @@
 Scoping: every job comes from ``jobs_for_user``, so another workspace's job is a 404. Roles: a
 viewer reads; a member or admin also creates, cancels and retries (403 otherwise)."""
 
-from typing import Any
+from typing import Any, cast
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -13,7 +13,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.generics import get_object_or_404
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,7 +24,7 @@ from runner_jobs.filters import JobEventFilter, RunnerJobFilter
 from runner_jobs.http import if_match_version, with_etag
 from runner_jobs.models import RunnerJob
 from runner_jobs.pagination import EventCursorPagination, JobCursorPagination
-from runner_jobs.selectors import job_events, jobs_for_user
+from runner_jobs.selectors import job_events, job_get_for_user, jobs_for_user
 from runner_jobs.serializers import (
     ErrorSerializer,
     JobCreateSerializer,
@@ -46,6 +45,11 @@ def can_write(user: AbstractBaseUser | AnonymousUser, workspace_id: int) -> bool
 
 def user_actor(user: AbstractBaseUser | AnonymousUser) -> str:
     return f"user:{user.get_username()}"
+
+
+def request_user(request: Request) -> User:
+    # Every view here requires IsAuthenticated, so the user is a real one, never anonymous.
+    return cast(User, request.user)
 
 
 class CanWriteJob(BasePermission):
@@ -119,7 +123,7 @@ class RunnerJobViewSet(
 
     def get_object(self) -> RunnerJob:
         # Not filter_queryset: the list's query filters must not hide a job from its own URL.
-        job = get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
+        job = job_get_for_user(user=self.request.user, job_id=self.kwargs["pk"])
         self.check_object_permissions(self.request, job)
         return job
 
@@ -189,7 +193,7 @@ class RunnerJobViewSet(
             type=data["type"],
             payload=data["payload"],
             actor=user_actor(request.user),
-            created_by=request.user,
+            created_by=request_user(request),
             priority=data["priority"],
             agent_task_id=data["agent_task_id"],
             max_attempts=data["max_attempts"],
@@ -256,7 +260,7 @@ class RunnerJobViewSet(
         job = services.job_retry(
             job_id=self.get_object().pk,
             actor=user_actor(request.user),
-            created_by=request.user,
+            created_by=request_user(request),
             expected_version=if_match_version(request),
         )
         return self._job_response(job, status.HTTP_201_CREATED)
@@ -284,5 +288,4 @@ class JobEventListView(generics.ListAPIView[JobEvent]):
     filterset_class = JobEventFilter
 
     def get_queryset(self) -> QuerySet[JobEvent]:
-        job = get_object_or_404(jobs_for_user(self.request.user), pk=self.kwargs["pk"])
-        return job_events(job=job)
+        return job_events(job=job_get_for_user(user=self.request.user, job_id=self.kwargs["pk"]))
