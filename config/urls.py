@@ -12,5 +12,7 @@ urlpatterns = [
     path("api/v1/coordinator/", include("coordinator.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The event stream and webhooks first, so the consumer API's router does not shadow them.
+    path("api/v1/", include("job_events.urls")),
     path("api/v1/", include("runner_jobs.urls")),
 ]

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.db import transaction
 
+from job_events.herald import event_committed_on_commit
 from job_events.models import JobEvent
 from runner_jobs.models import JobStep, RunnerJob
 
@@ -24,6 +25,9 @@ def event_record(
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("event_record must run inside the transaction of the job change")
-    return JobEvent.objects.create(
+    event = JobEvent.objects.create(
         job=job, type=type, actor=actor, payload=payload or {}, step=step
     )
+    # After commit, wake the job's streams and queue its webhooks (ids only).
+    event_committed_on_commit(event, workspace_id=job.workspace_id)
+    return event

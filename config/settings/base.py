@@ -184,3 +184,15 @@ RUNNER_METRICS_TERMINAL_CACHE_SECONDS = env.int(
 RUNNER_API_QUOTA = env("RUNNER_API_QUOTA", default="100000/hour")
 # The daily prune task deletes jobs that ended more than this many days ago.
 RUNNER_RETENTION_DAYS = env.int("RUNNER_RETENTION_DAYS", default=30)
+
+# --- Live events and webhooks -----------------------------------------------------------------
+# SSE streams: a keep-alive comment after this much silence; a poll (the safety net under the
+# Redis wake-ups) at least this often.
+RUNNER_STREAM_KEEPALIVE_SECONDS = env.float("RUNNER_STREAM_KEEPALIVE_SECONDS", default=15)
+RUNNER_STREAM_POLL_SECONDS = env.float("RUNNER_STREAM_POLL_SECONDS", default=10)
+# Webhooks: the timeout of every delivery, the attempts in all, and the exponential backoff
+# between them (base doubled per attempt, capped below Redis' 1 h visibility timeout).
+RUNNER_WEBHOOK_TIMEOUT_SECONDS = env.float("RUNNER_WEBHOOK_TIMEOUT_SECONDS", default=10)
+RUNNER_WEBHOOK_MAX_ATTEMPTS = env.int("RUNNER_WEBHOOK_MAX_ATTEMPTS", default=8)
+RUNNER_WEBHOOK_BACKOFF_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_SECONDS", default=10)
+RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS", default=900)

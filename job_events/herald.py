@@ -1,0 +1,178 @@
+"""The herald: webhook endpoints, and the signed delivery of events to them.
+
+Every write here goes through these functions: the API and the admin make and remove endpoints
+with them, and the Celery task ``webhook_deliver_task`` makes each attempt through
+``webhook_deliver``, which logs it as one ``WebhookDelivery`` row.
+"""
+
+import hashlib
+import hmac
+import random
+import secrets
+import time
+import uuid
+from datetime import timedelta
+
+import requests
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
+
+from job_events.models import JobEvent, WebhookDelivery, WebhookEndpoint
+from job_events.notify import job_events_notify
+from job_events.selectors import webhook_endpoints_matching
+from runner_jobs import metrics
+from runner_jobs.serializers import JobEventSerializer, RunnerJobSerializer
+from workspaces.models import Workspace
+
+SECRET_PREFIX = "whsec_"
+SIGNATURE_HEADER = "X-Runner-Signature"
+# Kept in the log: enough of a failing endpoint's answer to see why, not a whole page.
+ERROR_BODY_CHARS = 500
+USER_AGENT = "runner-jobs-webhooks/1"
+
+
+def webhook_secret_new() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def webhook_endpoint_create(
+    *,
+    workspace: Workspace,
+    url: str,
+    event_types: list[str],
+    created_by: User | None = None,
+) -> WebhookEndpoint:
+    """Register an endpoint with a new random secret (the caller shows it once)."""
+    endpoint = WebhookEndpoint(
+        workspace=workspace,
+        url=url,
+        event_types=event_types,
+        secret=webhook_secret_new(),
+        created_by=created_by,
+    )
+    endpoint.full_clean()
+    endpoint.save()
+    return endpoint
+
+
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    """Remove an endpoint and its delivery log; deliveries already queued for it are dropped."""
+    endpoint.delete()
+
+
+def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
+    """The header value: ``t=<timestamp>,v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def webhook_retry_delay(attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): exponential, with up to 25%
+    jitter so endpoints that failed together are not retried together; capped."""
+    base = settings.RUNNER_WEBHOOK_BACKOFF_SECONDS * 2 ** (attempt - 1)
+    return float(min(base * random.uniform(1, 1.25), settings.RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS))
+
+
+def webhook_deliveries_enqueue(*, event_id: int, workspace_id: int, event_type: str) -> int:
+    """After an event's commit: queue one delivery task per endpoint that wants it (ids only).
+    Returns how many were queued."""
+    # Imported here: the task module imports this one.
+    from job_events.tasks import webhook_deliver_task
+
+    endpoints = webhook_endpoints_matching(workspace_id=workspace_id, event_type=event_type)
+    for endpoint in endpoints:
+        webhook_deliver_task.delay(endpoint.pk, event_id)
+    return len(endpoints)
+
+
+def webhook_body(event: JobEvent) -> bytes:
+    """The JSON POSTed for ``event``: ``{"event": <event>, "job": <job as it is now>}``."""
+    return JSONRenderer().render(
+        {
+            "event": JobEventSerializer(event).data,
+            "job": RunnerJobSerializer(event.job).data,
+        }
+    )
+
+
+def _post(endpoint: WebhookEndpoint, body: bytes) -> tuple[int | None, str]:
+    """POST once; the status code (None when no answer came) and an error ("" on a 2xx)."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: webhook_signature(
+            secret=endpoint.secret, timestamp=int(time.time()), body=body
+        ),
+    }
+    try:
+        response = requests.post(
+            endpoint.url,
+            data=body,
+            headers=headers,
+            timeout=settings.RUNNER_WEBHOOK_TIMEOUT_SECONDS,
+            # A redirect is the endpoint's answer, not an invitation to POST elsewhere.
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:ERROR_BODY_CHARS]
+    if 200 <= response.status_code < 300:
+        return response.status_code, ""
+    return response.status_code, f"HTTP {response.status_code}: {response.text}"[:ERROR_BODY_CHARS]
+
+
+def webhook_deliver(*, endpoint_id: int, event_id: int, attempt: int) -> float | None:
+    """Make delivery attempt number ``attempt`` and log it. Returns the delay before the next
+    attempt, or None when there is none (delivered, given up, or the endpoint is gone)."""
+    endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id, is_active=True).first()
+    event = (
+        JobEvent.objects.select_related("job__workspace", "job__created_by")
+        .filter(pk=event_id)
+        .first()
+    )
+    if endpoint is None or event is None:
+        return None
+    body = webhook_body(event)
+    started = time.monotonic()
+    status_code, error = _post(endpoint, body)
+    latency_ms = int((time.monotonic() - started) * 1000)
+    succeeded = not error
+    delay = None
+    if not succeeded and attempt < settings.RUNNER_WEBHOOK_MAX_ATTEMPTS:
+        delay = webhook_retry_delay(attempt)
+    WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        event=event,
+        attempt=attempt,
+        succeeded=succeeded,
+        status_code=status_code,
+        latency_ms=latency_ms,
+        error=error,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay) if delay is not None else None,
+    )
+    metrics.webhook_delivery_observed(succeeded=succeeded, will_retry=delay is not None)
+    return delay
+
+
+def event_committed(
+    *, event_id: int, job_id: uuid.UUID, workspace_id: int, event_type: str
+) -> None:
+    """What follows an event's commit: wake its job's streams, then queue its webhooks."""
+    job_events_notify(job_id=job_id)
+    webhook_deliveries_enqueue(event_id=event_id, workspace_id=workspace_id, event_type=event_type)
+
+
+def event_committed_on_commit(event: JobEvent, workspace_id: int) -> None:
+    """Run ``event_committed`` for ``event`` once the current transaction commits.
+
+    ``robust``: the event is committed whatever happens here, so a broker or Redis outage is
+    logged, never raised into the writer (streams still find the event by polling)."""
+
+    def run() -> None:
+        event_committed(
+            event_id=event.pk, job_id=event.job_id, workspace_id=workspace_id, event_type=event.type
+        )
+
+    transaction.on_commit(run, robust=True)

@@ -1,0 +1,13 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from job_events.views import WebhookEndpointViewSet, job_event_stream
+
+router = SimpleRouter()
+router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
+
+# Included at /api/v1/ before the consumer API, so its router does not shadow the stream.
+urlpatterns = [
+    path("runner-jobs/<uuid:pk>/events/stream/", job_event_stream, name="job-event-stream"),
+    *router.urls,
+]
