@@ -1,0 +1,84 @@
+"""JSON log lines carry the request id and, for job writes, the job's context."""
+
+import io
+import json
+import logging
+import logging.config
+
+import pytest
+import structlog
+
+from config.logging import logging_config
+from runner_jobs import services
+from tests.factories import WorkspaceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def json_logs():
+    """Production's JSON formatter on the root logger for one test; yields a reader of lines."""
+    config = logging_config(json=True, level="DEBUG")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        logging.config.DictConfigurator(config).configure_formatter(
+            config["formatters"]["structlog"]
+        )
+    )
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_request_id_is_kept_when_sane_and_echoed(client, json_logs):
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="lb-0123456789")
+    assert response["X-Request-ID"] == "lb-0123456789"
+    [line] = [entry for entry in json_logs() if entry["event"] == "request_finished"]
+    assert line == {
+        "event": "request_finished",
+        "request_id": "lb-0123456789",
+        "method": "GET",
+        "path": "/healthz",
+        "status": 200,
+        "duration_ms": line["duration_ms"],
+        "level": "info",
+        "logger": "runner_jobs.access",
+        "timestamp": line["timestamp"],
+    }
+
+
+def test_an_unusable_request_id_is_replaced(client):
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="no spaces; or quotes'")
+    assert len(response["X-Request-ID"]) == 32
+    assert response["X-Request-ID"] != client.get("/healthz")["X-Request-ID"]
+
+
+def test_job_writes_log_job_workspace_and_actor(json_logs, django_capture_on_commit_callbacks):
+    ws = WorkspaceFactory()
+    with (
+        structlog.contextvars.bound_contextvars(request_id="req-abcdefgh"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        job = services.job_create(workspace=ws, type="agent-task", payload={}, actor="user:alice")
+    lines = [entry for entry in json_logs() if entry["logger"] == "runner_jobs.jobs"]
+    assert [(entry["event"], entry["event_type"]) for entry in lines] == [
+        ("job_transition", "job.created"),
+        ("job_transition", "job.queued"),
+    ]
+    for entry in lines:
+        assert entry["request_id"] == "req-abcdefgh"
+        assert entry["job_id"] == str(job.job.pk)
+        assert entry["workspace_id"] == ws.pk
+        assert entry["actor"] == "user:alice"
+        assert entry["level"] == "info"
+
+
+def test_console_format_in_development():
+    config = logging_config(json=False, level="INFO")
+    renderer = config["formatters"]["structlog"]["processors"][-1]
+    assert isinstance(renderer, structlog.dev.ConsoleRenderer)
