@@ -29,7 +29,8 @@ def table_row_estimate(db_table: str) -> int:
             "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [db_table]
         )
         row = cursor.fetchone()
-    return int(row[0]) if row else -1
+    assert row is not None  # a regclass always has its pg_class row
+    return int(row[0])
 
 
 def query_row_estimate(queryset: QuerySet) -> int:

@@ -2,7 +2,8 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from knox.admin import AuthTokenAdmin as KnoxAuthTokenAdmin
 from knox.models import AuthToken
 
@@ -37,7 +38,8 @@ admin.site.unregister(AuthToken)
 @admin.register(AuthToken)
 class ApiTokenAdmin(KnoxAuthTokenAdmin):
     """knox's token admin without the digest: the list shows the token's public prefix, and a
-    new token is shown once, in the message after creating it (knox's add form)."""
+    new token is shown once, in the message after creating it (knox's add form). Revoking is
+    the only change."""
 
     list_display = ["token_key", "user", "created", "expiry"]
     list_display_links = None
@@ -53,6 +55,24 @@ class ApiTokenAdmin(KnoxAuthTokenAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A token's own page would title itself with its digest; the list says all there is.
+        return obj is None and super().has_view_permission(request)
+
+    def save_model(self, request: HttpRequest, obj: AuthToken, form: Any, change: bool) -> None:
+        obj.save()
+        self.message_user(
+            request,
+            f"New token for {obj.user}: {form.token} (copy it now: it is not shown again).",
+            messages.SUCCESS,
+        )
+
+    def response_add(
+        self, request: HttpRequest, obj: AuthToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        # Django's "was added" message would print the token's digest (its __str__).
+        return HttpResponseRedirect(reverse("admin:knox_authtoken_changelist"))
 
     @admin.action(description="Revoke selected tokens", permissions=["delete"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[AuthToken]) -> None:

@@ -156,7 +156,9 @@ def test_search_with_no_match_and_blank_term(admin_client_bob):
 def test_uuid_prefix_range():
     assert job_admin.uuid_prefix_range("xyz12345") is None
     assert job_admin.uuid_prefix_range("abc") is None  # too short to be an id
-    low, high = job_admin.uuid_prefix_range("ABCD-12")
+    id_range = job_admin.uuid_prefix_range("ABCD-12")
+    assert id_range is not None
+    low, high = id_range
     assert str(low) == "abcd1200-0000-0000-0000-000000000000"
     assert str(high) == "abcd12ff-ffff-ffff-ffff-ffffffffffff"
 

@@ -1,0 +1,42 @@
+"""The seeding command used for scale measurements."""
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db.models import Count, F
+
+from job_events.models import JobEvent
+from runner_jobs.models import RunnerJob
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_jobs_writes_consistent_jobs_and_events():
+    call_command("seed_jobs", jobs=300, events_per_job=4, workspaces=3, stdout=None)
+    assert RunnerJob.objects.count() == 300
+    assert JobEvent.objects.count() == 1200
+    assert RunnerJob.objects.values("workspace").distinct().count() == 3
+    # As if written by the services: version = number of events, and the last event says how
+    # the job ended.
+    counted = RunnerJob.objects.annotate(n=Count("events"))
+    assert not counted.exclude(n=F("version")).exists()
+    for job in RunnerJob.objects.filter(status__in=["completed", "failed", "cancelled"])[:20]:
+        last = JobEvent.objects.filter(job=job).order_by("id").last()
+        assert last.type == f"job.{job.status}"
+        assert job.completed_at is not None
+    assert set(RunnerJob.objects.values_list("status", flat=True)) >= {"completed", "failed"}
+    assert not RunnerJob.objects.filter(status="completed").exclude(progress=100).exists()
+
+
+def test_seed_jobs_refuses_a_database_with_jobs_unless_appending():
+    call_command("seed_jobs", jobs=10, events_per_job=1, workspaces=1)
+    with pytest.raises(CommandError, match="--append"):
+        call_command("seed_jobs", jobs=10, events_per_job=1, workspaces=1)
+    call_command("seed_jobs", jobs=10, events_per_job=1, workspaces=1, append=True)
+    assert RunnerJob.objects.count() == 20
+
+
+@pytest.mark.parametrize("events_per_job", [0, 99])
+def test_seed_jobs_checks_events_per_job(events_per_job):
+    with pytest.raises(CommandError, match="--events-per-job"):
+        call_command("seed_jobs", jobs=1, events_per_job=events_per_job)
+    assert not RunnerJob.objects.exists()
