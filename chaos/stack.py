@@ -1,0 +1,295 @@
+"""A throwaway stack for fault injection: its own PostgreSQL cluster and Redis server on spare
+ports, and the service's own processes (gunicorn web, Celery workers, beat) started from the
+Procfile's commands. Killing, stopping and restarting any of them touches nothing else on the
+machine."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+PG_BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
+
+PG_PORT = int(os.environ.get("CHAOS_PG_PORT", "55432"))
+REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "56379"))
+WEB_PORT = int(os.environ.get("CHAOS_WEB_PORT", "58000"))
+
+LEASE_SECONDS = 6
+SWEEP_SECONDS = 2
+REDISPATCH_SECONDS = 4
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except Exception:
+            pass
+        time.sleep(interval)
+    return False
+
+
+class Postgres:
+    """A PostgreSQL cluster of our own, owned by the ``postgres`` OS user (initdb refuses root)."""
+
+    def __init__(self, base: Path) -> None:
+        self.data = base / "pg"
+        self.log = base / "pg.log"
+        self.data.mkdir()
+        shutil.chown(base, "postgres")
+        shutil.chown(self.data, "postgres")
+        self._as_postgres(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+
+    def _as_postgres(self, *cmd: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *cmd],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        opts = (
+            f"-p {PG_PORT} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=300"
+        )
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            opts,
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{PG_PORT}/runner_jobs"
+
+    def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=runner_jobs", connect_timeout=3
+        ) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+class Redis:
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(REDIS_PORT),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=REDIS_PORT, socket_timeout=1)
+        assert wait_until(client.ping, 10), "chaos redis did not start"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+
+class Stack:
+    """PostgreSQL, Redis, web, workers and beat for one chaos run."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="runner-chaos-"))
+        self.logs = self.base / "logs"
+        self.logs.mkdir()
+        self.pg = Postgres(self.base)
+        self.redis = Redis()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.local",
+            "DEBUG": "false",
+            "DATABASE_URL": self.pg.url,
+            "REDIS_URL": self.redis.url,
+            "RUNNER_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+            "RUNNER_SWEEP_INTERVAL_SECONDS": str(SWEEP_SECONDS),
+            "RUNNER_REDISPATCH_AFTER_SECONDS": str(REDISPATCH_SECONDS),
+            "RUNNER_RETRY_BACKOFF_SECONDS": "1",
+            "RUNNER_JOB_TYPES": json.dumps(
+                {"poison": {"handler": "chaos.handlers.poison", "max_attempts": 3}}
+            ),
+            "RUNNER_API_QUOTA": "1000000/hour",
+            "CELERY_BEAT_SCHEDULE_FILENAME": str(self.base / "beat-schedule"),
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.token = ""
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def up(self) -> None:
+        self.pg.start()
+        self.redis.start()
+        self.manage("ensure_database")
+        self.manage("migrate", "--noinput")
+        self.token = self.manage(
+            "create_api_token", "chaos", "--workspace", "chaos", "--role", "member"
+        ).strip()
+        self.start_web()
+        self.start_beat()
+
+    def down(self) -> None:
+        for name in list(self.procs):
+            self.kill(name, signal.SIGKILL)
+        self.redis.stop()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.pg.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def manage(self, *args: str) -> str:
+        return subprocess.run(
+            [str(VENV_BIN / "python"), "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_web(self) -> None:
+        self._spawn(
+            "web",
+            [
+                str(VENV_BIN / "gunicorn"),
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{WEB_PORT}",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+                "--timeout",
+                "30",
+            ],
+        )
+        assert wait_until(lambda: requests.get(self.url("/healthz"), timeout=2).ok, 30), (
+            "web did not start"
+        )
+
+    def start_beat(self) -> None:
+        self._spawn(
+            "beat", [str(VENV_BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"]
+        )
+
+    def start_worker(self, name: str, concurrency: int, pool: str = "prefork") -> None:
+        self._spawn(
+            name,
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"{name}@chaos",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                pool,
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a process and all its children (its own session/process group)."""
+        proc = self.procs[name] if sig != signal.SIGKILL else self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        if sig == signal.SIGKILL:
+            proc.wait(10)
+
+    # --- API -------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{WEB_PORT}{path}"
+
+    def create_job(self, type: str, payload: dict[str, Any], **extra: Any) -> requests.Response:
+        return requests.post(
+            self.url("/api/v1/runner-jobs/"),
+            json={"workspace": "chaos", "type": type, "payload": payload, **extra},
+            headers={"Authorization": f"Token {self.token}"},
+            timeout=10,
+        )
+
+    def statuses(self, ids: list[str]) -> dict[str, int]:
+        rows = self.pg.query(
+            "SELECT status, count(*) FROM runner_jobs_runnerjob WHERE id = ANY(%s::uuid[]) "
+            "GROUP BY status",
+            [ids],
+        )
+        return {status: count for status, count in rows}
+
+    def wait_terminal(self, ids: list[str], timeout: float) -> float | None:
+        """Seconds until every job in ``ids`` is terminal, or None on timeout."""
+        start = time.monotonic()
+        terminal = {"completed", "failed", "cancelled"}
+
+        def done() -> bool:
+            counts = self.statuses(ids)
+            return sum(counts.get(s, 0) for s in terminal) == len(ids)
+
+        return time.monotonic() - start if wait_until(done, timeout, 0.5) else None
