@@ -292,3 +292,27 @@ def test_only_get_is_allowed(live_asgi, token):
     job = job_in_state("running", workspace=acme())
     response = httpx.post(stream_url(live_asgi, job), headers={"Authorization": f"Token {token}"})
     assert response.status_code == 405
+
+
+def test_a_stream_far_behind_catches_up_in_batches(live_asgi, token, monkeypatch):
+    from job_events import views
+
+    monkeypatch.setattr(views, "STREAM_BATCH_SIZE", 2)
+    job = job_in_state("running", workspace=acme())
+    for n in range(4):
+        services.event_append(job_id=job.pk, type="test.tick", payload={"n": n}, actor="w")
+    services.job_complete(job_id=job.pk, result=None, actor="worker")
+    result = sse_read(stream_url(live_asgi, job), token)
+    assert received(result.events) == stored_events(job) and len(result.events) == 8
+    assert result.closed_by_server
+
+
+def test_two_streams_of_one_job_are_both_woken(live_asgi, token):
+    job = job_in_state("running", workspace=acme())
+    readers = [StreamThread(stream_url(live_asgi, job), token) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    time.sleep(0.5)
+    services.job_complete(job_id=job.pk, result=None, actor="worker")
+    for reader in readers:
+        assert received(reader.outcome(timeout=10).events) == stored_events(job)

@@ -1,0 +1,387 @@
+"""Webhooks: the API and admin for endpoints, and signed deliveries to a real local HTTP server
+(retries, backoff, the attempt log). No HTTP or database mocks."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from job_events import herald
+from job_events.models import JobEvent, WebhookDelivery, WebhookEndpoint
+from job_events.selectors import event_type_matches
+from job_events.tasks import webhook_deliver_task
+from runner_jobs import services
+from tests.api.conftest import token_client
+from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory, job_in_state
+from workspaces.models import Workspace
+
+URL = "/api/v1/webhooks/"
+
+
+@dataclass
+class Received:
+    at: float
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A local HTTP endpoint answering with ``statuses`` in turn (the last one repeats)."""
+
+    url: str
+    statuses: list[int]
+    delay: float = 0
+    requests: list[Received] = field(default_factory=list)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="", statuses=[200])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.requests.append(Received(time.monotonic(), dict(self.headers), body))
+            time.sleep(state.delay)
+            n = len(state.requests) - 1
+            status = state.statuses[min(n, len(state.statuses) - 1)]
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"nope" if status >= 300 else b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def admin_user(workspace) -> Any:
+    user = UserFactory(username="ada")
+    MembershipFactory(user=user, workspace=workspace, role="admin")
+    return user
+
+
+def endpoint_for(workspace: Workspace, url: str, types: list[str] | None = None) -> WebhookEndpoint:
+    return herald.webhook_endpoint_create(workspace=workspace, url=url, event_types=types or ["*"])
+
+
+def verify(secret: str, header: str, body: bytes) -> bool:
+    """What a receiver does (the README's recipe)."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), parts["v1"])
+
+
+def deliver_until_done(endpoint: WebhookEndpoint, event: JobEvent) -> list[float]:
+    """The Celery task's retry loop, run here: attempt, wait the returned delay, attempt again."""
+    delays = []
+    attempt = 1
+    while (
+        delay := herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=attempt)
+    ) is not None:
+        delays.append(delay)
+        time.sleep(delay)
+        attempt += 1
+    return delays
+
+
+# --- API --------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_admin_registers_an_endpoint_and_sees_the_secret_once(admin_user, workspace):
+    client = token_client(admin_user)
+    body = {"workspace": "acme", "url": "https://example.com/hook", "event_types": ["job.*"]}
+    response = client.post(URL, body, format="json")
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert set(created) == {
+        "id",
+        "workspace",
+        "url",
+        "event_types",
+        "is_active",
+        "created_at",
+        "secret",
+    }
+    assert created["secret"].startswith("whsec_") and len(created["secret"]) > 40
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.secret == created["secret"]
+    assert endpoint.created_by == admin_user and endpoint.workspace == workspace
+
+    listed = client.get(URL).json()
+    assert [e["id"] for e in listed] == [created["id"]]
+    assert "secret" not in listed[0]
+    assert "secret" not in client.get(f"{URL}{created['id']}/").json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"url": "file:///etc/passwd"}, "url"),
+        ({"url": "not a url"}, "url"),
+        ({"event_types": []}, "event_types"),
+        ({"event_types": "job.completed"}, "event_types"),
+        ({"event_types": ["Job.Completed"]}, "event_types"),
+        ({"event_types": [1]}, "event_types"),
+        ({"event_types": [f"t.e{n}" for n in range(51)]}, "event_types"),
+        ({"workspace": "globex"}, "workspace"),
+        ({"workspace": "nowhere"}, "workspace"),
+    ],
+)
+def test_bad_input_is_a_400_and_creates_nothing(admin_user, change, field):
+    WorkspaceFactory(slug="globex")
+    body = {"workspace": "acme", "url": "https://example.com/hook", "event_types": ["*"], **change}
+    response = token_client(admin_user).post(URL, body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["viewer", "member"])
+def test_only_workspace_admins_manage_webhooks(workspace, role):
+    user = UserFactory(username=f"u-{role}")
+    MembershipFactory(user=user, workspace=workspace, role=role)
+    existing = endpoint_for(workspace, "https://example.com/a")
+    client = token_client(user)
+    body = {"workspace": "acme", "url": "https://example.com/hook", "event_types": ["*"]}
+    response = client.post(URL, body, format="json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+    assert client.get(URL).json() == []
+    assert client.delete(f"{URL}{existing.pk}/").status_code == 404
+    assert WebhookEndpoint.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_unauthenticated_is_a_401():
+    from rest_framework.test import APIClient
+
+    assert APIClient().get(URL).status_code == 401
+
+
+@pytest.mark.django_db
+def test_admin_deletes_an_endpoint_but_not_another_workspaces(admin_user, workspace):
+    mine = endpoint_for(workspace, "https://example.com/mine")
+    theirs = endpoint_for(WorkspaceFactory(slug="globex"), "https://example.com/theirs")
+    client = token_client(admin_user)
+    assert client.delete(f"{URL}{theirs.pk}/").status_code == 404
+    assert client.delete(f"{URL}{mine.pk}/").status_code == 204
+    assert list(WebhookEndpoint.objects.all()) == [theirs]
+
+
+# --- Admin ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_admin_site_creates_an_endpoint_with_a_secret_shown_once(workspace):
+    staff = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(staff)
+    response = client.post(
+        "/admin/job_events/webhookendpoint/add/",
+        {
+            "workspace": workspace.pk,
+            "url": "https://example.com/hook",
+            "event_types": '["job.completed"]',
+            "is_active": "on",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.secret.startswith("whsec_") and endpoint.created_by == staff
+    assert endpoint.secret in response.content.decode()
+    page = client.get(f"/admin/job_events/webhookendpoint/{endpoint.pk}/change/")
+    assert page.status_code == 200 and endpoint.secret not in page.content.decode()
+    assert client.get("/admin/job_events/webhookdelivery/").status_code == 200
+
+    edited = client.post(
+        f"/admin/job_events/webhookendpoint/{endpoint.pk}/change/",
+        {
+            "workspace": workspace.pk,
+            "url": "https://example.com/moved",
+            "event_types": '["*"]',
+            "is_active": "on",
+        },
+        follow=True,
+    )
+    assert edited.status_code == 200
+    same_secret = WebhookEndpoint.objects.get()
+    assert same_secret.url == "https://example.com/moved" and same_secret.secret == endpoint.secret
+    assert endpoint.secret not in edited.content.decode()
+
+
+@pytest.mark.django_db
+def test_admin_site_refuses_a_non_http_url(workspace):
+    staff = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(staff)
+    response = client.post(
+        "/admin/job_events/webhookendpoint/add/",
+        {"workspace": workspace.pk, "url": "ftp://example.com/x", "event_types": '["*"]'},
+    )
+    assert response.status_code == 200  # the form again, with its error
+    assert not WebhookEndpoint.objects.exists()
+
+
+# --- Delivery ---------------------------------------------------------------------------------
+
+
+def test_event_type_patterns():
+    assert event_type_matches(["*"], "job.completed")
+    assert event_type_matches(["job.*"], "job.completed")
+    assert event_type_matches(["job.completed"], "job.completed")
+    assert not event_type_matches(["job.*"], "step.started")
+    assert not event_type_matches(["job.*"], "jobs.x")
+    assert not event_type_matches(["job.failed"], "job.completed")
+
+
+def test_retry_delays_grow_exponentially_and_are_capped(settings):
+    settings.RUNNER_WEBHOOK_BACKOFF_SECONDS = 10
+    settings.RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS = 100
+    delays = [herald.webhook_retry_delay(n) for n in range(1, 6)]
+    assert 10 <= delays[0] <= 12.5 and 20 <= delays[1] <= 25 and 40 <= delays[2] <= 50
+    assert delays[0] < delays[1] < delays[2] < delays[3]
+    assert delays[4] == 100
+
+
+@pytest.mark.django_db
+def test_signed_delivery_retried_with_growing_delays_three_attempts_logged(
+    receiver, workspace, settings
+):
+    settings.RUNNER_WEBHOOK_BACKOFF_SECONDS = 0.2
+    receiver.statuses = [500, 500, 200]
+    job = job_in_state("completed", workspace=workspace)
+    event = JobEvent.objects.get(job=job, type="job.completed")
+    endpoint = endpoint_for(workspace, receiver.url, ["job.completed"])
+
+    delays = deliver_until_done(endpoint, event)
+
+    assert len(delays) == 2 and delays[0] < delays[1]
+    assert str(WebhookDelivery.objects.order_by("attempt").first()).endswith("#1 (500)")
+    assert len(receiver.requests) == 3
+    gaps = [b.at - a.at for a, b in zip(receiver.requests, receiver.requests[1:], strict=False)]
+    assert 0.2 <= gaps[0] < gaps[1]
+    log = list(WebhookDelivery.objects.filter(endpoint=endpoint).order_by("attempt"))
+    assert [(d.attempt, d.status_code, d.succeeded) for d in log] == [
+        (1, 500, False),
+        (2, 500, False),
+        (3, 200, True),
+    ]
+    assert log[0].error == "HTTP 500: nope" and log[2].error == ""
+    assert log[0].next_attempt_at is not None and log[2].next_attempt_at is None
+    assert all(d.latency_ms >= 0 and d.event_id == event.pk for d in log)
+    for request in receiver.requests:
+        assert request.headers["Content-Type"] == "application/json"
+        assert verify(endpoint.secret, request.headers["X-Runner-Signature"], request.body)
+        assert not verify("whsec_wrong", request.headers["X-Runner-Signature"], request.body)
+    body = json.loads(receiver.requests[-1].body)
+    assert body["event"]["id"] == event.pk and body["event"]["type"] == "job.completed"
+    assert body["job"]["id"] == str(job.pk) and body["job"]["status"] == "completed"
+    assert body["job"]["workspace"] == "acme"
+
+
+@pytest.mark.django_db
+def test_a_slow_endpoint_times_out_and_is_logged(receiver, workspace, settings):
+    settings.RUNNER_WEBHOOK_TIMEOUT_SECONDS = 0.2
+    receiver.delay = 1
+    event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
+    endpoint = endpoint_for(workspace, receiver.url)
+    delay = herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=1)
+    assert delay is not None
+    log = WebhookDelivery.objects.get()
+    assert log.status_code is None and not log.succeeded
+    assert log.error.startswith("ReadTimeout") and log.latency_ms < 1000
+
+
+@pytest.mark.django_db
+def test_an_unreachable_endpoint_is_logged_and_given_up_after_the_last_attempt(workspace, settings):
+    settings.RUNNER_WEBHOOK_MAX_ATTEMPTS = 2
+    event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
+    endpoint = endpoint_for(workspace, "http://127.0.0.1:1/hook")
+    assert herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=1)
+    assert herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=2) is None
+    log = list(WebhookDelivery.objects.order_by("attempt"))
+    assert [d.error.split(":")[0] for d in log] == ["ConnectionError", "ConnectionError"]
+    assert log[1].next_attempt_at is None
+    assert str(log[1]) == f"event {event.pk} -> endpoint {endpoint.pk} #2 (error)"
+
+
+@pytest.mark.django_db
+def test_a_removed_or_paused_endpoint_gets_nothing(receiver, workspace):
+    event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
+    paused = endpoint_for(workspace, receiver.url)
+    WebhookEndpoint.objects.filter(pk=paused.pk).update(is_active=False)
+    gone = endpoint_for(workspace, receiver.url)
+    herald.webhook_endpoint_delete(endpoint=gone)
+    for endpoint_id in (paused.pk, gone.pk):
+        assert herald.webhook_deliver(endpoint_id=endpoint_id, event_id=event.pk, attempt=1) is None
+    assert receiver.requests == [] and not WebhookDelivery.objects.exists()
+
+
+@pytest.fixture
+def eager_celery() -> Iterator[None]:
+    conf = webhook_deliver_task.app.conf
+    before = conf.task_always_eager
+    conf.task_always_eager = True
+    yield
+    conf.task_always_eager = before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_are_delivered_after_commit_to_matching_endpoints_only(
+    receiver, eager_celery, settings
+):
+    settings.RUNNER_WEBHOOK_BACKOFF_SECONDS = 0.01
+    receiver.statuses = [500, 200]
+    acme = WorkspaceFactory(slug="acme")
+    wanted = endpoint_for(acme, receiver.url, ["job.completed"])
+    endpoint_for(acme, receiver.url, ["step.*"])
+    endpoint_for(WorkspaceFactory(slug="globex"), receiver.url, ["*"])
+
+    job = job_in_state("completed", workspace=acme)
+
+    # Only job.completed of acme matched; the Celery task retried the 500 once.
+    assert len(receiver.requests) == 2
+    log = list(WebhookDelivery.objects.order_by("attempt"))
+    assert [(d.endpoint_id, d.attempt, d.status_code) for d in log] == [
+        (wanted.pk, 1, 500),
+        (wanted.pk, 2, 200),
+    ]
+    assert log[0].event == JobEvent.objects.get(job=job, type="job.completed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_event_is_never_delivered(receiver, eager_celery):
+    from django.db import transaction
+
+    acme = WorkspaceFactory(slug="acme")
+    endpoint_for(acme, receiver.url, ["*"])
+    job = job_in_state("running", workspace=acme)
+    receiver.requests.clear()
+    WebhookDelivery.objects.all().delete()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.event_append(job_id=job.pk, type="test.doomed", actor="w")
+        raise RuntimeError("rollback")
+    assert receiver.requests == [] and not WebhookDelivery.objects.exists()
