@@ -1,7 +1,7 @@
 """A throwaway stack for fault injection: its own PostgreSQL cluster and Redis server on spare
 ports, and the service's own processes (gunicorn web, Celery workers, beat) started from the
 Procfile's commands. Killing, stopping and restarting any of them touches nothing else on the
-machine."""
+machine. The benchmarks (``bench/``) run on the same stack, with their own ports and settings."""
 
 import contextlib
 import json
@@ -29,6 +29,19 @@ LEASE_SECONDS = 6
 SWEEP_SECONDS = 2
 REDISPATCH_SECONDS = 4
 
+# What the chaos scenarios change: short leases and sweeps so recoveries happen within seconds,
+# and the poison job type.
+CHAOS_ENV = {
+    "DEBUG": "false",
+    "RUNNER_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+    "RUNNER_SWEEP_INTERVAL_SECONDS": str(SWEEP_SECONDS),
+    "RUNNER_REDISPATCH_AFTER_SECONDS": str(REDISPATCH_SECONDS),
+    "RUNNER_RETRY_BACKOFF_SECONDS": "1",
+    "RUNNER_JOB_TYPES": json.dumps(
+        {"poison": {"handler": "chaos.handlers.poison", "max_attempts": 3}}
+    ),
+}
+
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
@@ -42,10 +55,21 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
     return False
 
 
+def procfile_command(process: str) -> str:
+    """The Procfile's command line for ``process`` (run through a shell, as honcho does), so the
+    stack runs exactly what production runs."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() == process:
+            return command.strip()
+    raise KeyError(f"no {process!r} line in the Procfile")
+
+
 class Postgres:
     """A PostgreSQL cluster of our own, owned by the ``postgres`` OS user (initdb refuses root)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, port: int = PG_PORT) -> None:
+        self.port = port
         self.data = base / "pg"
         self.log = base / "pg.log"
         self.data.mkdir()
@@ -72,7 +96,7 @@ class Postgres:
 
     def start(self) -> None:
         opts = (
-            f"-p {PG_PORT} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c max_connections=300"
         )
         self._as_postgres(
@@ -92,17 +116,20 @@ class Postgres:
 
     @property
     def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{PG_PORT}/runner_jobs"
+        return f"postgres://postgres@127.0.0.1:{self.port}/runner_jobs"
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(
-            f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=runner_jobs", connect_timeout=3
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=runner_jobs", connect_timeout=3
         ) as conn:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.execute(sql, params)
+            # Statements without rows (DDL, VACUUM) return an empty list.
+            return cursor.fetchall() if cursor.description else []
 
 
 class Redis:
-    def __init__(self) -> None:
+    def __init__(self, port: int = REDIS_PORT) -> None:
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -110,7 +137,7 @@ class Redis:
             [
                 "redis-server",
                 "--port",
-                str(REDIS_PORT),
+                str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -123,8 +150,8 @@ class Redis:
         )
         import redis
 
-        client = redis.Redis(port=REDIS_PORT, socket_timeout=1)
-        assert wait_until(client.ping, 10), "chaos redis did not start"
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        assert wait_until(client.ping, 10), "the stack's redis did not start"
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -134,36 +161,42 @@ class Redis:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{REDIS_PORT}/0"
+        return f"redis://127.0.0.1:{self.port}/0"
 
 
 class Stack:
-    """PostgreSQL, Redis, web, workers and beat for one chaos run."""
+    """PostgreSQL, Redis, web, workers and beat for one run (chaos by default)."""
 
-    def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="runner-chaos-"))
+    def __init__(
+        self,
+        *,
+        name: str = "chaos",
+        pg_port: int = PG_PORT,
+        redis_port: int = REDIS_PORT,
+        web_port: int = WEB_PORT,
+        settings_module: str = "config.settings.local",
+        extra_env: dict[str, str] = CHAOS_ENV,
+    ) -> None:
+        self.name = name
+        self.web_port = web_port
+        self.base = Path(tempfile.mkdtemp(prefix=f"runner-{name}-"))
         self.logs = self.base / "logs"
         self.logs.mkdir()
-        self.pg = Postgres(self.base)
-        self.redis = Redis()
+        self.pg = Postgres(self.base, pg_port)
+        self.redis = Redis(redis_port)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings.local",
-            "DEBUG": "false",
+            "DJANGO_SETTINGS_MODULE": settings_module,
             "DATABASE_URL": self.pg.url,
             "REDIS_URL": self.redis.url,
-            "RUNNER_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
-            "RUNNER_SWEEP_INTERVAL_SECONDS": str(SWEEP_SECONDS),
-            "RUNNER_REDISPATCH_AFTER_SECONDS": str(REDISPATCH_SECONDS),
-            "RUNNER_RETRY_BACKOFF_SECONDS": "1",
-            "RUNNER_JOB_TYPES": json.dumps(
-                {"poison": {"handler": "chaos.handlers.poison", "max_attempts": 3}}
-            ),
+            "HOST": "127.0.0.1",
+            "PORT": str(web_port),
             "RUNNER_API_QUOTA": "1000000/hour",
             "CELERY_BEAT_SCHEDULE_FILENAME": str(self.base / "beat-schedule"),
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
+            **extra_env,
         }
         self.token = ""
 
@@ -175,7 +208,7 @@ class Stack:
         self.manage("ensure_database")
         self.manage("migrate", "--noinput")
         self.token = self.manage(
-            "create_api_token", "chaos", "--workspace", "chaos", "--role", "member"
+            "create_api_token", self.name, "--workspace", self.name, "--role", "member"
         ).strip()
         self.start_web()
         self.start_beat()
@@ -206,32 +239,18 @@ class Stack:
         self.procs[name] = proc
         return proc
 
+    def start_procfile(self, process: str, name: str | None = None) -> None:
+        """Run the Procfile's ``process`` line as it stands, with the stack's environment."""
+        self._spawn(name or process, ["bash", "-c", f"exec {procfile_command(process)}"])
+
     def start_web(self) -> None:
-        self._spawn(
-            "web",
-            [
-                str(VENV_BIN / "gunicorn"),
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{WEB_PORT}",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "2",
-                "--threads",
-                "8",
-                "--timeout",
-                "30",
-            ],
-        )
+        self.start_procfile("web")
         assert wait_until(lambda: requests.get(self.url("/healthz"), timeout=2).ok, 30), (
             "web did not start"
         )
 
     def start_beat(self) -> None:
-        self._spawn(
-            "beat", [str(VENV_BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"]
-        )
+        self.start_procfile("beat")
 
     def start_worker(self, name: str, concurrency: int, pool: str = "prefork") -> None:
         self._spawn(
@@ -244,7 +263,7 @@ class Stack:
                 "--loglevel",
                 "INFO",
                 "--hostname",
-                f"{name}@chaos",
+                f"{name}@{self.name}",
                 "--concurrency",
                 str(concurrency),
                 "--pool",
@@ -265,12 +284,12 @@ class Stack:
     # --- API -------------------------------------------------------------------------------
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{WEB_PORT}{path}"
+        return f"http://127.0.0.1:{self.web_port}{path}"
 
     def create_job(self, type: str, payload: dict[str, Any], **extra: Any) -> requests.Response:
         return requests.post(
             self.url("/api/v1/runner-jobs/"),
-            json={"workspace": "chaos", "type": type, "payload": payload, **extra},
+            json={"workspace": self.name, "type": type, "payload": payload, **extra},
             headers={"Authorization": f"Token {self.token}"},
             timeout=10,
         )
