@@ -39,17 +39,21 @@ def query_row_estimate(queryset: QuerySet) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+def estimated_count(queryset: QuerySet) -> int:
+    """Exact up to ``EXACT_COUNT_LIMIT`` rows; past that, PostgreSQL's estimate."""
+    if not queryset.query.where:
+        estimate = table_row_estimate(queryset.model._meta.db_table)
+        if estimate > EXACT_COUNT_LIMIT:
+            return estimate
+    capped = queryset.order_by()[: EXACT_COUNT_LIMIT + 1].count()
+    if capped <= EXACT_COUNT_LIMIT:
+        return capped
+    return max(query_row_estimate(queryset), capped)
+
+
 class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
-        if not isinstance(queryset, QuerySet):
-            return super().count
-        if not queryset.query.where:
-            estimate = table_row_estimate(queryset.model._meta.db_table)
-            if estimate > EXACT_COUNT_LIMIT:
-                return estimate
-        capped = queryset.order_by()[: EXACT_COUNT_LIMIT + 1].count()
-        if capped <= EXACT_COUNT_LIMIT:
-            return capped
-        return max(query_row_estimate(queryset), capped)
+        if isinstance(self.object_list, QuerySet):
+            return estimated_count(self.object_list)
+        return super().count

@@ -97,6 +97,13 @@ class RunnerJob(models.Model):
                 name="job_active_idx",
                 condition=Q(status__in=["pending", "queued", "running"]),
             ),
+            # The admin dashboard: jobs finished in the last hours, by status and type, read
+            # from the index alone. completed_at is written once, when the job ends.
+            models.Index(
+                fields=["completed_at", "status", "type"],
+                name="job_finished_idx",
+                condition=Q(completed_at__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -323,9 +323,14 @@ def test_step_and_event_lists(admin_client_bob):
     job = job_in_state("running")
     services.step_start(job_id=job.pk, name="fetch", phase="setup", actor="worker")
     assert admin_client_bob.get("/admin/runner_jobs/jobstep/").status_code == 200
-    events = admin_client_bob.get("/admin/job_events/jobevent/", {"type": "job.started"})
+    events = admin_client_bob.get(
+        "/admin/job_events/jobevent/", {"job": str(job.pk), "type": "job.started"}
+    )
     assert [e.type for e in events.context["cl"].result_list] == ["job.started"]
     assert str(job.pk)[:8] in events.content.decode()
+    assert "?job=" in events.content.decode()  # the type filter, offered for one job's events
+    unfiltered = admin_client_bob.get("/admin/job_events/jobevent/")
+    assert "type=job.started" not in unfiltered.content.decode()
 
 
 def test_admin_index_links_the_dashboard(admin_client_bob):
