@@ -139,9 +139,17 @@ def stale_lease_observed() -> None:
 
 
 def sweeper_recovery_observed(*, outcome: str) -> None:
-    """``outcome``: ``requeued`` or ``failed`` (a lost worker's job), ``redispatched`` (a job
-    whose broker message was lost). Counted when the recovery commits."""
+    """A lost worker's job: ``requeued``, or ``failed`` when no attempt is left. Counted when
+    the recovery commits."""
     counter_inc_on_commit(SWEEPER_RECOVERIES, outcome)
+
+
+def sweep_observed(*, dispatched: int, redispatched: int) -> None:
+    """After a sweep pass: jobs it sent to the broker because their message was never sent
+    (``dispatched``, they were left pending) or was lost (``redispatched``)."""
+    for outcome, amount in (("dispatched", dispatched), ("redispatched", redispatched)):
+        if amount:
+            counter_inc(SWEEPER_RECOVERIES, outcome, amount=amount)
 
 
 def webhook_delivery_observed(*, succeeded: bool, will_retry: bool) -> None:

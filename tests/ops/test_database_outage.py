@@ -190,6 +190,7 @@ def test_api_answers_503_while_postgresql_is_down_and_recovers_by_itself(cluster
         time.sleep(2)
         ready = get("/readyz")
         alive = get("/healthz")
+        scraped = get("/metrics")
         cluster.start()
         up_at = time.monotonic()
         time.sleep(2)
@@ -219,6 +220,9 @@ def test_api_answers_503_while_postgresql_is_down_and_recovers_by_itself(cluster
     assert ready.status_code == 503
     assert ready.json()["detail"] == "Unavailable: database."
     assert alive.status_code == 200
+    # The scrape still works (request metrics matter most now), saying the database is down.
+    assert scraped.status_code == 200
+    assert "runner_jobs_database_up 0.0" in scraped.text
     assert get("/readyz").status_code == 200
 
 

@@ -3,7 +3,8 @@
 import time
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
+from django.urls import path
 
 from config import ops
 from tests.ops.conftest import ThrowawayRedis
@@ -59,3 +60,16 @@ def test_readyz_gives_up_on_a_hanging_dependency_within_its_timeout(client, monk
 def test_ops_endpoints_refuse_writes(client):
     assert client.post("/healthz").status_code == 405
     assert client.post("/readyz").status_code == 405
+
+
+def broken_view(request):
+    raise ValueError("not a database problem")
+
+
+urlpatterns = [path("broken/", broken_view)]
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_other_errors_are_left_to_django():
+    client = Client(raise_request_exception=False)
+    assert client.get("/broken/").status_code == 500

@@ -82,3 +82,18 @@ def test_console_format_in_development():
     config = logging_config(json=False, level="INFO")
     renderer = config["formatters"]["structlog"]["processors"][-1]
     assert isinstance(renderer, structlog.dev.ConsoleRenderer)
+
+
+def test_reports_are_logged_at_debug(json_logs, django_capture_on_commit_callbacks):
+    job = services.job_create(
+        workspace=WorkspaceFactory(), type="agent-task", payload={}, actor="t"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.event_append(job_id=job.job.pk, type="agent.note", actor="coordinator:k")
+    [line] = [entry for entry in json_logs() if entry["logger"] == "runner_jobs.jobs"]
+    assert (line["event"], line["event_type"], line["level"]) == (
+        "job_report",
+        "agent.note",
+        "debug",
+    )
+    assert line["actor"] == "coordinator:k"

@@ -1,11 +1,13 @@
 """/metrics after a known sequence of jobs, each value exact."""
 
+import json
 import uuid
 
 import pytest
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.redis_client import redis_client
 from runner_jobs import metrics, services
 from runner_jobs.models import RunnerJob
 from runner_jobs.services import locking
@@ -56,6 +58,7 @@ def known_sequence() -> None:
     with pytest.raises(services.ConcurrentUpdateError):
         locking.job_update_optimistic(job_id=cancelled.pk, plan=always_conflicting, actor="t")
 
+    metrics.sweep_observed(dispatched=2, redispatched=0)
     metrics.webhook_delivery_observed(succeeded=False, will_retry=True)
     metrics.webhook_delivery_observed(succeeded=True, will_retry=False)
     metrics.webhook_delivery_observed(succeeded=False, will_retry=False)
@@ -85,7 +88,12 @@ def test_metrics_after_a_known_sequence(client):
     assert value("runner_jobs_optimistic_lock_conflicts_total") == 3
     assert value("runner_jobs_optimistic_lock_retries_total") == 2
     assert value("runner_jobs_stale_lease_refusals_total") == 1
-    assert value("runner_jobs_sweeper_recoveries_total", outcome="requeued") == 1
+    recoveries = {
+        dict(labels)["outcome"]: v
+        for (name, labels), v in values.items()
+        if name == "runner_jobs_sweeper_recoveries_total"
+    }
+    assert recoveries == {"requeued": 1, "dispatched": 2}
     assert value("runner_jobs_webhook_deliveries_total", outcome="delivered") == 1
     assert value("runner_jobs_webhook_deliveries_total", outcome="failed") == 1
     assert value("runner_jobs_webhook_deliveries_total", outcome="gave_up") == 1
@@ -151,3 +159,20 @@ def test_metrics_restricted_by_token_or_network(client):
 def test_counter_labels_are_checked():
     with pytest.raises(ValueError):
         metrics.counter_inc(metrics.TRANSITIONS)
+
+
+def test_reports_are_not_transitions_and_unknown_counters_are_ignored(client):
+    job = services.job_create(
+        workspace=WorkspaceFactory(), type="agent-task", payload={}, actor="t"
+    )
+    services.event_append(job_id=job.job.pk, type="agent.note", actor="c", payload={})
+    # A counter an older release wrote, no longer declared.
+    redis_client().hincrby(metrics.COUNTERS_KEY, json.dumps(["runner_jobs_retired", "x"]), 1)
+    values = scrape(client)
+    transitions = {
+        dict(labels)["event"]: v
+        for (name, labels), v in values.items()
+        if name == "runner_jobs_transitions_total"
+    }
+    assert transitions == {"job.created": 1, "job.queued": 1}
+    assert not any("retired" in name for name, _ in values)

@@ -163,3 +163,13 @@ def test_a_job_locked_by_another_transaction_is_left_for_the_next_run():
     assert list(RunnerJob.objects.values_list("pk", flat=True)) == [locked.pk]
     assert not RunnerJob.objects.filter(pk=other.pk).exists()
     assert services.jobs_prune(older_than=AGE).jobs == 1
+
+
+def test_daily_task_prunes_with_the_retention_setting(history, settings):
+    from runner_jobs.tasks import prune_jobs_task
+
+    assert settings.CELERY_BEAT_SCHEDULE["prune-jobs"]["task"] == prune_jobs_task.name
+    before = counts()
+    settings.RUNNER_RETENTION_DAYS = 30
+    assert prune_jobs_task() == {"jobs": 0, "steps": 0, "events": 0}
+    assert counts() == before

@@ -4,6 +4,7 @@ import pytest
 from django.test import override_settings
 from django.urls import path
 from knox.models import AuthToken
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
@@ -20,7 +21,11 @@ class Ping(APIView):
         return Response({"ok": True})
 
 
-urlpatterns = [path("ping/", Ping.as_view())]
+class PublicPing(Ping):
+    permission_classes = [AllowAny]
+
+
+urlpatterns = [path("ping/", Ping.as_view()), path("public/", PublicPing.as_view())]
 
 
 @pytest.fixture
@@ -79,3 +84,10 @@ def test_quota_is_not_enforced_while_redis_is_unreachable(token_client):
 )
 def test_quota_parse(rate, parsed):
     assert quota_parse(rate) == parsed
+
+
+@override_settings(ROOT_URLCONF=__name__, RUNNER_API_QUOTA="1/minute")
+def test_anonymous_callers_are_counted_by_address(client):
+    assert client.get("/public/", REMOTE_ADDR="10.0.0.1").status_code == 200
+    assert client.get("/public/", REMOTE_ADDR="10.0.0.1").status_code == 429
+    assert client.get("/public/", REMOTE_ADDR="10.0.0.2").status_code == 200
