@@ -15,8 +15,9 @@ admin.site.unregister(APIKey)
 class CoordinatorKeyAdmin(APIKeyModelAdmin):
     """Make (the key is shown once, in a message), scope and revoke coordinator keys."""
 
-    list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked")
-    list_filter = ("revoked", "created")
+    # The library types these as tuples of exactly its own length.
+    list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked")  # type: ignore[assignment]
+    list_filter = ("revoked", "created")  # type: ignore[assignment]
     filter_horizontal = ("workspaces",)
     actions = ["revoke_keys"]
 

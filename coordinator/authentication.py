@@ -3,7 +3,7 @@ not list this class, so a coordinator key there is simply no credential (401), a
 ignores ``Authorization``, so a consumer token here is none either (401)."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
@@ -27,13 +27,6 @@ class CoordinatorPrincipal:
     is_staff: bool = False
     is_superuser: bool = False
 
-    @property
-    def username(self) -> str:
-        return self.key.actor
-
-    def __str__(self) -> str:
-        return self.key.actor
-
 
 class CoordinatorKeyAuthentication(authentication.BaseAuthentication):
     """A valid, unrevoked, unexpired ``CoordinatorKey`` in ``X-API-Key``; anything else there
@@ -46,7 +39,7 @@ class CoordinatorKeyAuthentication(authentication.BaseAuthentication):
         if not raw_key:
             return None
         try:
-            key = CoordinatorKey.objects.get_from_key(raw_key)
+            key = cast(CoordinatorKey, CoordinatorKey.objects.get_from_key(raw_key))
         except CoordinatorKey.DoesNotExist as exc:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from exc
         if key.has_expired:
@@ -61,3 +54,10 @@ class CoordinatorKeyAuthentication(authentication.BaseAuthentication):
 class HasCoordinatorKey(permissions.BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.auth, CoordinatorKey)
+
+
+def request_key(request: Request) -> CoordinatorKey:
+    """The key of a request that passed ``HasCoordinatorKey``."""
+    key = request.auth
+    assert isinstance(key, CoordinatorKey)
+    return key

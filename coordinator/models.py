@@ -1,5 +1,5 @@
 from django.db import models
-from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
+from rest_framework_api_key.models import AbstractAPIKey
 
 from workspaces.models import Workspace
 
@@ -11,8 +11,6 @@ class CoordinatorKey(AbstractAPIKey):
     ``workspaces`` limits the key to those workspaces' jobs; a key with none may touch every
     workspace. ``revoked`` (inherited) cannot be undone.
     """
-
-    objects = APIKeyManager()
 
     workspaces = models.ManyToManyField(
         Workspace,

@@ -20,7 +20,7 @@ from runner_jobs.serializers import (
     RunnerJobSerializer,
 )
 
-from .authentication import CoordinatorKeyAuthentication, HasCoordinatorKey
+from .authentication import CoordinatorKeyAuthentication, HasCoordinatorKey, request_key
 from .models import CoordinatorKey
 from .selectors import job_get_for_key, key_workspace_ids, workspaces_for_key
 from .serializers import (
@@ -43,12 +43,14 @@ def _valid(serializer_class: type[serializers.Serializer[Any]], request: Request
     return serializer.validated_data
 
 
-class CoordinatorView:
+class CoordinatorViewSet(viewsets.ViewSet):
+    """Coordinator keys only: no consumer token or session is accepted here."""
+
     authentication_classes = [CoordinatorKeyAuthentication]
     permission_classes = [HasCoordinatorKey]
 
 
-class CoordinatorHealthView(CoordinatorView, viewsets.ViewSet):
+class CoordinatorHealthView(CoordinatorViewSet):
     @extend_schema(
         responses=inline_serializer(
             "CoordinatorHealth",
@@ -61,19 +63,19 @@ class CoordinatorHealthView(CoordinatorView, viewsets.ViewSet):
     )
     def health(self, request: Request) -> Response:
         """The key works: its name, and the workspaces it is limited to (null: every one)."""
-        key: CoordinatorKey = request.auth
+        key = request_key(request)
         limited = key_workspace_ids(key) is not None
         slugs = list(workspaces_for_key(key).values_list("slug", flat=True)) if limited else None
         return Response({"status": "ok", "key": key.name, "workspaces": slugs})
 
 
-class CoordinatorJobViewSet(CoordinatorView, viewsets.ViewSet):
+class CoordinatorJobViewSet(CoordinatorViewSet):
     lookup_field = "pk"
     lookup_value_regex = "[^/]+"
 
     @property
     def key(self) -> CoordinatorKey:
-        return self.request.auth
+        return request_key(self.request)
 
     @property
     def actor(self) -> str:

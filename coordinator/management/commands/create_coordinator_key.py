@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, name: str, workspace: list[str], **options: Any) -> None:
-        max_length = CoordinatorKey._meta.get_field("name").max_length
+        max_length = cast(int, CoordinatorKey._meta.get_field("name").max_length)
         if not name.strip() or len(name) > max_length:
             raise CommandError(f"The name must be 1 to {max_length} characters.")
         with transaction.atomic():
@@ -35,5 +35,5 @@ class Command(BaseCommand):
                     self.stderr.write(f"Created workspace {slug!r}.")
                 workspaces.append(ws)
             key, raw_key = CoordinatorKey.objects.create_key(name=name)
-            key.workspaces.set(workspaces)
+            cast(CoordinatorKey, key).workspaces.set(workspaces)
         self.stdout.write(raw_key)
