@@ -4,6 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import ops
 
+# URLs under /api/ that match no route answer with the API's JSON error, not an HTML page.
+handler404 = "runner_jobs.http.not_found"
+
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),

@@ -1,9 +1,10 @@
-"""Conditional requests on jobs: ``ETag: "<version>"`` on job responses, ``If-Match`` on writes.
-
-Shared by every API that shows or changes a job (consumer and coordinator)."""
+"""HTTP details shared by every API that shows or changes a job (consumer and coordinator):
+``ETag: "<version>"`` on job responses, ``If-Match`` on writes, and JSON 404s under /api/."""
 
 import re
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,3 +39,11 @@ def if_match_version(request: Request) -> int | None:
             code="invalid_if_match",
         )
     return int(match.group(1))
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404``: a URL under /api/ that matches no route answers in the API's JSON error
+    shape, like every other API error; the admin and other pages keep Django's HTML page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -32,6 +32,31 @@ class _TimestampCursorPagination(CursorPagination):
             raise ValidationError({"cursor": ["Invalid cursor."]}, code="invalid_cursor") from exc
         return cursor
 
+    def get_page_size(self, request: Request) -> int:
+        """``page_size`` from 1 up (larger than the maximum gives the maximum); empty or absent
+        gives the default. Anything else is a 400, not silently the default."""
+        raw = request.query_params.get(self.page_size_query_param, "")
+        if raw == "":
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise ValidationError(
+                {self.page_size_query_param: ["Must be a whole number of at least 1."]},
+                code="invalid",
+            )
+        return min(size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["allowEmptyValue"] = True
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["minimum"] = 1
+        return parameters
+
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         response_schema: dict[str, Any] = super().get_paginated_response_schema(schema)
         # The schema DRF writes marks next/previous nullable but not required; they always are.

@@ -54,10 +54,13 @@ class RunnerJobSerializer(serializers.ModelSerializer[RunnerJob]):
     """A job as every API shows it: the fields of SPEC §3, no lease or idempotency internals."""
 
     workspace: "serializers.SlugRelatedField[Workspace]" = serializers.SlugRelatedField(
-        slug_field="slug", read_only=True
+        slug_field="slug", read_only=True, help_text="The workspace's slug."
     )
     created_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who created the job; null when a coordinator did.",
     )
 
     class Meta:

@@ -117,6 +117,8 @@ class RunnerJobViewSet(
     pagination_class = JobCursorPagination
     filter_backends = [DjangoFilterBackend]
     filterset_class = RunnerJobFilter
+    # Any id reaches the view (DRF's default stops at a dot), so a bad one is the same JSON 404.
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[RunnerJob]:
         return jobs_for_user(self.request.user)

@@ -257,3 +257,40 @@ class TestEvents:
         from rest_framework.test import APIClient
 
         assert APIClient().get(self.url(job)).status_code == 401
+
+
+def test_unrouted_api_url_is_a_json_404(client):
+    response = client.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+def test_unrouted_page_outside_the_api_keeps_django_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_an_offset_beyond_what_postgres_takes_still_filters(client, workspace):
+    job = job_in_state("pending", workspace=workspace)
+    assert ids(client.get(URL, {"created_before": "2727-06-10T13:38:16-23:47"})) == [str(job.id)]
+
+
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+05:00"])
+def test_dates_utc_cannot_hold_are_a_400(client, value):
+    response = client.get(URL, {"created_after": value})
+    assert response.status_code == 400
+    assert "created_after" in response.json()
+
+
+@pytest.mark.parametrize("page_size", ["0", "-3", "x", "null"])
+def test_bad_page_size_is_a_400(client, page_size):
+    response = client.get(URL, {"page_size": page_size})
+    assert response.status_code == 400
+    assert response.json() == {"page_size": ["Must be a whole number of at least 1."]}
+
+
+def test_empty_filter_values_filter_nothing(client, workspace):
+    job = job_in_state("pending", workspace=workspace)
+    params = {"status": "", "retry_of": "", "page_size": "", "cursor": "", "created_after": ""}
+    assert ids(client.get(URL, params)) == [str(job.id)]
