@@ -7,11 +7,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -163,9 +164,20 @@ def _cancel(job_id: uuid.UUID, actor: str, request: HttpRequest) -> RunnerJob:
     return services.job_cancel(job_id=job_id, actor=actor)
 
 
+ALREADY_RETRIED = "It was already retried; act on its retry (linked on its page)."
+
+
 def _retry(job_id: uuid.UUID, actor: str, request: HttpRequest) -> RunnerJob:
-    user = request.user if request.user.is_authenticated else None
-    return services.job_retry(job_id=job_id, actor=actor, created_by=user)
+    # A failed job stays failed once retried; selecting it again (e.g. "all failed jobs") must
+    # not start the same work twice.
+    if RunnerJob.objects.filter(retry_of_id=job_id).exists():
+        raise services.InvalidTransitionError(ALREADY_RETRIED)
+    # The admin's views only ever run for a logged-in staff user.
+    return services.job_retry(job_id=job_id, actor=actor, created_by=cast(User, request.user))
+
+
+def _has_retry() -> Exists:
+    return Exists(RunnerJob.objects.filter(retry_of=OuterRef("pk")))
 
 
 class JobTypeFilter(admin.SimpleListFilter):
@@ -181,6 +193,24 @@ class JobTypeFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value():
             return queryset.filter(type=self.value())
+        return queryset
+
+
+class RetriedFilter(admin.SimpleListFilter):
+    """Failed and cancelled jobs stay so when retried: "not retried" leaves the ones still to
+    look at."""
+
+    title = "retried"
+    parameter_name = "retried"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Not retried"), ("yes", "Retried")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "no":
+            return queryset.filter(~_has_retry())
+        if self.value() == "yes":
+            return queryset.filter(_has_retry())
         return queryset
 
 
@@ -253,7 +283,7 @@ class RunnerJobAdmin(admin.ModelAdmin):
         "created_at",
         "duration",
     ]
-    list_filter = ["status", JobTypeFilter, "workspace", "created_at"]
+    list_filter = ["status", JobTypeFilter, RetriedFilter, "workspace", "created_at"]
     list_select_related = ["workspace"]
     search_fields = ["id", "agent_task_id"]
     search_help_text = "A job id (full, or its first characters) or an agent_task_id."
@@ -427,7 +457,9 @@ class RunnerJobAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if obj is not None and self.can_act(request):
             context["can_cancel"] = obj.status in ACTIVE_STATUSES
-            context["can_retry"] = obj.status in services.RETRYABLE_STATUSES
+            context["can_retry"] = (
+                obj.status in services.RETRYABLE_STATUSES and not obj.retries.exists()
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 

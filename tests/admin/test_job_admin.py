@@ -345,3 +345,28 @@ def test_format_duration():
     assert format_duration(timedelta(minutes=2, seconds=3)) == "2m 3s"
     assert format_duration(timedelta(hours=3, minutes=4, seconds=5)) == "3h 4m"
     assert format_duration(timedelta(seconds=-3)) == "0s"
+
+
+def test_a_job_is_retried_once_from_the_admin(admin_client_bob):
+    job = job_in_state("failed")
+    admin_client_bob.post(f"{CHANGELIST}{job.pk}/retry/")
+    assert "rj-retry-button" not in admin_client_bob.get(change_url(job)).content.decode()
+    before = snapshot(job)
+    response = admin_client_bob.post(f"{CHANGELIST}{job.pk}/retry/")
+    assert response["Location"] == change_url(job)
+    assert messages_of(response) == [f"Skipped 1 job: {job_admin.ALREADY_RETRIED}"]
+    admin_client_bob.get(CHANGELIST)  # shows (and so clears) the pending messages
+    again = run_action(admin_client_bob, "retry_selected", [job])
+    assert messages_of(again) == [f"Skipped 1 job: {job_admin.ALREADY_RETRIED}"]
+    assert RunnerJob.objects.filter(retry_of=job).count() == 1
+    assert snapshot(job) == before
+
+
+def test_retried_filter(admin_client_bob):
+    retried, pending_look = job_in_state("failed"), job_in_state("failed")
+    new = services.job_retry(job_id=retried.pk, actor="staff:bob")
+    not_retried = admin_client_bob.get(CHANGELIST, {"status__exact": "failed", "retried": "no"})
+    assert list(not_retried.context["cl"].result_list) == [pending_look]
+    was_retried = admin_client_bob.get(CHANGELIST, {"retried": "yes"})
+    assert list(was_retried.context["cl"].result_list) == [retried]
+    assert new not in was_retried.context["cl"].result_list
