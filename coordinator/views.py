@@ -4,6 +4,7 @@ service with the key's actor, and serialize. Service refusals map to HTTP in
 
 from typing import Any
 
+from django.db.models import prefetch_related_objects
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -129,6 +130,8 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
             actor=self.actor,
             workspace_ids=key_workspace_ids(self.key),
         )
+        # One query each for the jobs' workspaces and creators, not two per job.
+        prefetch_related_objects(jobs, "workspace", "created_by")
         return Response({"jobs": LeasedJobSerializer(jobs, many=True).data})
 
     @extend_schema(request=StatusReportSerializer, responses=LeasedJobSerializer)
