@@ -544,4 +544,4 @@ def test_side_effects_of_a_change_run_after_commit(django_capture_on_commit_call
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         locking.job_update_locked(job_id=job.pk, plan=plan, actor="a")
         assert seen == []
-    assert seen == ["after"] and len(callbacks) == 1
+    assert seen == ["after"] and len(callbacks) >= 1
