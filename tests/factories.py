@@ -55,6 +55,8 @@ def job_in_state(
     ).job
     if status == "pending":
         return job
+    # In a transaction=True test the after-commit dispatch has already queued it.
+    job.refresh_from_db()
     if job.status == "pending":
         job = services.job_queue(job_id=job.pk, actor="system")
     if status == "queued":

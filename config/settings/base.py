@@ -4,6 +4,7 @@ environment (12-factor) through the one ``env`` below."""
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 from config.logging import logging_config, structlog_configure
 
@@ -165,6 +166,77 @@ RUNNER_SWEEP_INTERVAL_SECONDS = env.int("RUNNER_SWEEP_INTERVAL_SECONDS", default
 RUNNER_REDISPATCH_AFTER_SECONDS = env.int("RUNNER_REDISPATCH_AFTER_SECONDS", default=120)
 RUNNER_MAX_PAYLOAD_BYTES = env.int("RUNNER_MAX_PAYLOAD_BYTES", default=256 * 1024)
 
+# --- Execution: Celery workers and beat -------------------------------------------------------
+# An attempt's soft time limit interrupts the handler (the job fails saying so); the hard limit,
+# a grace period later, kills the child process of a handler that ignored it.
+RUNNER_JOB_TIME_LIMIT_SECONDS = env.int("RUNNER_JOB_TIME_LIMIT_SECONDS", default=600)
+RUNNER_JOB_HARD_TIME_LIMIT_GRACE_SECONDS = 30
+# Transient errors: BACKOFF * 2**(attempt - 1) seconds, with jitter, capped at BACKOFF_MAX.
+RUNNER_RETRY_BACKOFF_SECONDS = env.int("RUNNER_RETRY_BACKOFF_SECONDS", default=2)
+RUNNER_RETRY_BACKOFF_MAX_SECONDS = env.int("RUNNER_RETRY_BACKOFF_MAX_SECONDS", default=300)
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+# No result backend: the job row holds the outcome.
+CELERY_TASK_IGNORE_RESULT = True
+# A message is acknowledged only after its task ran; a child killed mid-task puts it back.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = RUNNER_JOB_TIME_LIMIT_SECONDS
+CELERY_TASK_TIME_LIMIT = RUNNER_JOB_TIME_LIMIT_SECONDS + RUNNER_JOB_HARD_TIME_LIMIT_GRACE_SECONDS
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # An unacknowledged message is handed out again after this: it must outlast the longest
+    # attempt plus the longest retry countdown (a retry waits out its ETA unacknowledged), or a
+    # job still running or waiting would be delivered twice. Celery reads it only from here.
+    # At least Celery's 1 h default, which other tasks' countdowns (webhooks) stay below.
+    "visibility_timeout": max(
+        3600, CELERY_TASK_TIME_LIMIT + RUNNER_RETRY_BACKOFF_MAX_SECONDS + 300
+    ),
+    # One Redis list per priority 0..9; kombu pops the LOWEST number first (see README).
+    "priority_steps": list(range(10)),
+    "socket_connect_timeout": 3,
+}
+# With the broker down a publish gives up within about a second: the API answers at once and
+# the job stays pending for the sweeper.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BEAT_SCHEDULE_FILENAME = env(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / ".celerybeat-schedule")
+)
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {
+        "task": "runner_jobs.sweep",
+        "schedule": RUNNER_SWEEP_INTERVAL_SECONDS,
+        # A sweep that could not start before the next one is due is dropped, not piled up.
+        "options": {"expires": RUNNER_SWEEP_INTERVAL_SECONDS, "priority": 0},
+    },
+}
+
+# --- Live events and webhooks -----------------------------------------------------------------
+# SSE streams: a keep-alive comment after this much silence; a poll (the safety net under the
+# Redis wake-ups) at least this often.
+RUNNER_STREAM_KEEPALIVE_SECONDS = env.float("RUNNER_STREAM_KEEPALIVE_SECONDS", default=15)
+RUNNER_STREAM_POLL_SECONDS = env.float("RUNNER_STREAM_POLL_SECONDS", default=10)
+# Stream reads run on this many threads per web process, each keeping its database connection
+# this long (job_events/readers.py): the streams' connections are bounded, whatever their number.
+RUNNER_STREAM_DB_THREADS = env.int("RUNNER_STREAM_DB_THREADS", default=4)
+RUNNER_STREAM_CONN_MAX_AGE = env.int("RUNNER_STREAM_CONN_MAX_AGE", default=60)
+# Webhooks: the timeout of every delivery, the attempts in all, and the exponential backoff
+# between them (base doubled per attempt, capped below Redis' 1 h visibility timeout).
+RUNNER_WEBHOOK_TIMEOUT_SECONDS = env.float("RUNNER_WEBHOOK_TIMEOUT_SECONDS", default=10)
+RUNNER_WEBHOOK_MAX_ATTEMPTS = env.int("RUNNER_WEBHOOK_MAX_ATTEMPTS", default=8)
+RUNNER_WEBHOOK_BACKOFF_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_SECONDS", default=10)
+RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS", default=900)
+
 # --- Operations: logs, metrics, quotas, retention ---------------------------------------------
 # JSON lines (LOG_FORMAT=json, the production default) or console lines, from web, worker and
 # beat alike; see config/logging.py.
@@ -177,6 +249,11 @@ structlog_configure()
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 DJANGO_STRUCTLOG_CELERY_ENABLED = True
 
+# Behind pgbouncer in transaction mode: CONN_MAX_AGE=0 and no server-side cursors (README).
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+    "DATABASE_DISABLE_SERVER_SIDE_CURSORS", default=False
+)
+
 # /metrics is open unless one of these is set: a bearer token, or client networks (CIDR).
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
@@ -188,15 +265,7 @@ RUNNER_METRICS_TERMINAL_CACHE_SECONDS = env.int(
 RUNNER_API_QUOTA = env("RUNNER_API_QUOTA", default="100000/hour")
 # The daily prune task deletes jobs that ended more than this many days ago.
 RUNNER_RETENTION_DAYS = env.int("RUNNER_RETENTION_DAYS", default=30)
-
-# --- Live events and webhooks -----------------------------------------------------------------
-# SSE streams: a keep-alive comment after this much silence; a poll (the safety net under the
-# Redis wake-ups) at least this often.
-RUNNER_STREAM_KEEPALIVE_SECONDS = env.float("RUNNER_STREAM_KEEPALIVE_SECONDS", default=15)
-RUNNER_STREAM_POLL_SECONDS = env.float("RUNNER_STREAM_POLL_SECONDS", default=10)
-# Webhooks: the timeout of every delivery, the attempts in all, and the exponential backoff
-# between them (base doubled per attempt, capped below Redis' 1 h visibility timeout).
-RUNNER_WEBHOOK_TIMEOUT_SECONDS = env.float("RUNNER_WEBHOOK_TIMEOUT_SECONDS", default=10)
-RUNNER_WEBHOOK_MAX_ATTEMPTS = env.int("RUNNER_WEBHOOK_MAX_ATTEMPTS", default=8)
-RUNNER_WEBHOOK_BACKOFF_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_SECONDS", default=10)
-RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS", default=900)
+CELERY_BEAT_SCHEDULE["prune-jobs"] = {
+    "task": "runner_jobs.prune_jobs",
+    "schedule": crontab(hour=env.int("RUNNER_RETENTION_HOUR", default=3), minute=30),
+}

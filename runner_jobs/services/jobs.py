@@ -118,6 +118,13 @@ def _job_insert(
     metrics.job_change_observed(job=job, event_type="job.created", actor=actor, transition=True)
     if job_type.external:
         job_write(job, Change("job.queued", {"external": True}, _queue_change()), actor)
+    else:
+        # To the broker once the row is committed, never before; if that publish fails the job
+        # stays pending and the sweeper sends it. (Imported here: dispatch builds on this module.)
+        from .dispatch import job_dispatch_on_commit
+
+        new_job_id = job.pk
+        transaction.on_commit(lambda: job_dispatch_on_commit(job_id=new_job_id), robust=True)
     return job
 
 

@@ -1,0 +1,244 @@
+"""One attempt of a job in a Celery worker: start it under a new lease, run its handler with a
+context (progress, steps, custom events, cancellation), keep the lease alive with a heartbeat,
+and report the outcome through the services, always with the attempt's lease token, so an
+attempt that lost its job (cancelled, or recovered by the sweeper) can change nothing."""
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from runner_jobs import services
+from runner_jobs.models import JobStatus, JobStep, RunnerJob
+from runner_jobs.registry import job_type_get
+
+logger = logging.getLogger(__name__)
+
+WORKER_ACTOR = "worker"
+# ``cancelled`` asks the database at most this often; a handler may check it in a tight loop.
+CANCEL_CHECK_INTERVAL_SECONDS = 0.25
+# A message may arrive a little before its job's due_at (clocks of different hosts).
+DUE_TOLERANCE_SECONDS = 1.0
+
+
+class TransientJobError(Exception):
+    """A handler's error worth retrying: the job is queued again after an exponential backoff
+    while attempts remain, else it fails."""
+
+    # The countdown of the retry, once the job was queued again (read by the Celery task).
+    retry_delay: float | None = None
+
+
+class JobError(Exception):
+    """A handler's permanent error: the job fails at once with this message as its error."""
+
+
+class JobStoppedError(Exception):
+    """The attempt no longer owns its job (cancelled, or recovered after a lost lease)."""
+
+
+class JobContext:
+    """What a handler gets besides the job: ``progress``, ``step``, ``event``, ``cancelled``.
+
+    Reports raise ``JobStoppedError`` once the job is no longer this attempt's; the handler
+    need not catch it (the attempt then ends quietly)."""
+
+    def __init__(self, job: RunnerJob) -> None:
+        self.job_id = job.pk
+        self.lease_token: uuid.UUID | None = job.lease_token
+        self._lost = threading.Event()
+        self._last_check = 0.0
+
+    def progress(self, pct: int, message: str | None = None) -> None:
+        self._report(services.job_progress_update, progress=pct, message=message)
+
+    def event(self, type: str, payload: dict[str, Any] | None = None) -> None:
+        self._report(services.event_append, type=type, payload=payload)
+
+    @contextmanager
+    def step(self, name: str, phase: str = "execution") -> Iterator[JobStep]:
+        """A step of the job: completed when the block ends, failed when it raises."""
+        step = self._report(services.step_start, name=name, phase=phase)
+        try:
+            yield step
+        except JobStoppedError:
+            raise
+        except BaseException as exc:
+            self._report(
+                services.step_finish, step_id=step.pk, status="failed", output=_error_text(exc)
+            )
+            raise
+        self._report(services.step_finish, step_id=step.pk, status="completed")
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job is no longer running under this attempt's lease."""
+        now = time.monotonic()
+        if not self._lost.is_set() and now - self._last_check >= CANCEL_CHECK_INTERVAL_SECONDS:
+            self._last_check = now
+            if not RunnerJob.objects.filter(
+                pk=self.job_id, status=JobStatus.RUNNING, lease_token=self.lease_token
+            ).exists():
+                self._lost.set()
+        return self._lost.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, waking to check ``cancelled``; ``JobStoppedError`` if it is."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.cancelled:
+                raise JobStoppedError()
+            time.sleep(min(left, CANCEL_CHECK_INTERVAL_SECONDS))
+
+    def _report(self, service: Callable[..., Any], **kwargs: Any) -> Any:
+        if self._lost.is_set():
+            raise JobStoppedError()
+        try:
+            return service(
+                job_id=self.job_id, actor=WORKER_ACTOR, lease_token=self.lease_token, **kwargs
+            )
+        except services.StaleLeaseError as exc:
+            self._lost.set()
+            raise JobStoppedError() from exc
+
+    def lease_lost(self) -> None:
+        self._lost.set()
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, JobError | TransientJobError) and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def time_limit_error(seconds: float) -> str:
+    return f"Time limit exceeded: the attempt ran longer than {seconds:g} s."
+
+
+def _renew_until(ctx: JobContext, stop: threading.Event) -> None:
+    """The heartbeat: renew the lease every third of it until ``stop``, or until the renewal is
+    refused (the job is no longer ours: the handler sees ``cancelled``)."""
+    interval = settings.RUNNER_JOB_LEASE_SECONDS / 3
+    token = ctx.lease_token
+    assert token is not None, "a started job always has a lease"
+    try:
+        while not stop.wait(interval):
+            try:
+                if not services.job_lease_renew(job_id=ctx.job_id, lease_token=token):
+                    ctx.lease_lost()
+                    return
+            except DatabaseError:
+                logger.warning("heartbeat of job %s failed; trying again", ctx.job_id)
+    finally:
+        connection.close()
+
+
+@contextmanager
+def _heartbeat(ctx: JobContext) -> Iterator[None]:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_renew_until, args=(ctx, stop), name=f"heartbeat-{ctx.job_id}", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _report_outcome(ctx: JobContext, service: Callable[..., RunnerJob], **kwargs: Any) -> Any:
+    """Report the attempt's outcome; None when the job is no longer this attempt's."""
+    try:
+        return ctx._report(service, **kwargs)
+    except JobStoppedError:
+        logger.info("job %s is no longer this attempt's; outcome dropped", ctx.job_id)
+        return None
+
+
+def _handler(job: RunnerJob) -> Callable[[RunnerJob, JobContext], Any]:
+    job_type = job_type_get(job.type)
+    if job_type is None or job_type.handler is None:
+        raise JobError(f"No handler for job type {job.type!r} in this worker.")
+    handler: Callable[[RunnerJob, JobContext], Any] = import_string(job_type.handler)
+    return handler
+
+
+def _should_start(job: RunnerJob | None) -> bool:
+    """A message is work only for a ``queued`` job that is due: any other message is a
+    duplicate, or for a job cancelled or already started meanwhile."""
+    if job is None or job.status != JobStatus.QUEUED:
+        return False
+    tolerance = timedelta(seconds=DUE_TOLERANCE_SECONDS)
+    return job.due_at is None or job.due_at <= timezone.now() + tolerance
+
+
+def job_execute(*, job_id: str, worker: str, retry_delay: Callable[[int], float]) -> None:
+    """Run one attempt of a queued job. A message for a job that is not queued does nothing.
+
+    A ``TransientJobError`` that left the job queued again propagates, with its
+    ``retry_delay`` set, so the Celery task schedules the retry for that moment.
+    """
+    if not _should_start(RunnerJob.objects.filter(pk=job_id).first()):
+        logger.info("job %s: not a queued, due job; message ignored", job_id)
+        return
+    try:
+        job = services.job_start(job_id=job_id, actor=WORKER_ACTOR, worker=worker)
+    except services.InvalidTransitionError:
+        logger.info("job %s: started by another delivery meanwhile", job_id)
+        return
+    ctx = JobContext(job)
+    with _heartbeat(ctx):
+        _run_attempt(job, ctx, retry_delay)
+
+
+def _run_attempt(job: RunnerJob, ctx: JobContext, retry_delay: Callable[[int], float]) -> None:
+    try:
+        result = _handler(job)(job, ctx)
+    except JobStoppedError:
+        logger.info("job %s: handler stopped, the job is no longer this attempt's", job.pk)
+    except TransientJobError as exc:
+        delay = retry_delay(job.attempts)
+        updated = _report_outcome(
+            ctx, services.job_attempt_failed, error=_error_text(exc), retry_delay=delay
+        )
+        if updated is not None and updated.status == JobStatus.QUEUED:
+            exc.retry_delay = delay
+            raise
+    except SoftTimeLimitExceeded:
+        error = time_limit_error(settings.CELERY_TASK_SOFT_TIME_LIMIT)
+        _report_outcome(ctx, services.job_fail, error=error)
+    except Exception as exc:
+        logger.exception("job %s: handler failed", job.pk)
+        _report_outcome(ctx, services.job_fail, error=_error_text(exc))
+    else:
+        _report_outcome(ctx, services.job_complete, result=result)
+
+
+def job_fail_time_limit(*, job_id: str, seconds: float) -> None:
+    """The hard time limit killed an attempt's process: fail the job saying so (reported by
+    the worker's main process, which holds no lease token)."""
+    try:
+        services.job_fail(job_id=job_id, error=time_limit_error(seconds), actor=WORKER_ACTOR)
+    except (services.InvalidTransitionError, services.JobNotFoundError):
+        logger.info("job %s had already ended when its hard time limit hit", job_id)
+
+
+def backoff_delay(*, attempt: int, base: float, maximum: float, jitter: bool) -> float:
+    """Exponential backoff after failed ``attempt`` (1, 2, ...): ``base * 2**(attempt - 1)``
+    capped at ``maximum``; with jitter a random point in its upper half, so it still grows."""
+    ceiling = min(float(maximum), base * 2 ** (attempt - 1))
+    if not jitter:
+        return ceiling
+    return round(random.uniform(ceiling / 2, ceiling), 3)

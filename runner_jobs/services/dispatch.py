@@ -1,0 +1,100 @@
+"""Handing Celery-run jobs to the broker.
+
+The database is the source of truth and the broker only a doorbell: a message names a job id,
+and the job's row, not the message, says whether there is work. A lost message is sent again by
+the sweeper; a duplicate finds the job no longer ``queued`` and does nothing.
+"""
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from config.celery import app as celery_app
+from runner_jobs.models import JobStatus, RunnerJob
+
+from .errors import InvalidTransitionError, JobServiceError
+from .jobs import _queue_change
+from .locking import Change, job_update_locked
+from .transitions import require_status
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_TASK_NAME = "runner_jobs.execute_job"
+HIGHEST_JOB_PRIORITY = 9
+
+
+class BrokerUnavailableError(JobServiceError):
+    code = "broker_unavailable"
+    status_code = 503
+    default_detail = "The broker did not accept the job's message."
+
+
+def broker_priority(priority: int) -> int:
+    """Our priority (0-9, higher runs first) as kombu's Redis priority (0-9, LOWER first)."""
+    return HIGHEST_JOB_PRIORITY - priority
+
+
+def job_publish(job: RunnerJob) -> None:
+    """Send ``job``'s execution message; ``BrokerUnavailableError`` when the broker refuses."""
+    try:
+        celery_app.send_task(
+            EXECUTE_TASK_NAME, args=[str(job.pk)], priority=broker_priority(job.priority)
+        )
+    except OperationalError as exc:
+        raise BrokerUnavailableError(f"The broker is unreachable: {exc}") from exc
+
+
+def job_dispatch(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJob:
+    """``pending`` -> ``queued`` once the broker accepted the job's message.
+
+    The row stays locked while publishing, so a worker that receives the message at once waits
+    for ``queued`` instead of finding the job ``pending``. Raises ``BrokerUnavailableError``
+    (the job stays ``pending``) or ``InvalidTransitionError`` (it is no longer ``pending``).
+    """
+
+    def plan(job: RunnerJob) -> Change:
+        require_status(job.status, frozenset({JobStatus.PENDING}), "dispatch")
+        job_publish(job)
+        return Change("job.queued", {}, _queue_change())
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def job_dispatch_on_commit(*, job_id: uuid.UUID | str) -> None:
+    """``job_dispatch`` as an after-commit hook: a refusal is logged, never raised, so the
+    request that created the job still succeeds; the sweeper sends a ``pending`` job later."""
+    try:
+        job_dispatch(job_id=job_id)
+    except BrokerUnavailableError as exc:
+        logger.warning("job %s stays pending: %s", job_id, exc.detail)
+    except InvalidTransitionError:
+        logger.info("job %s was no longer pending when its dispatch ran", job_id)
+
+
+def job_redispatch(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJob:
+    """Send the message of a ``queued`` job again: it has been due for longer than
+    ``RUNNER_REDISPATCH_AFTER_SECONDS`` without starting, so its message was probably lost.
+
+    ``due_at`` moves to now, so the job is sent again at most once per that period. Raises
+    ``InvalidTransitionError`` when the job is not (or no longer) overdue, and
+    ``BrokerUnavailableError`` when the broker refuses.
+    """
+
+    def plan(job: RunnerJob) -> Change:
+        require_status(job.status, frozenset({JobStatus.QUEUED}), "redispatch")
+        if job.due_at is not None and job.due_at > redispatch_cutoff():
+            raise InvalidTransitionError("The job is not overdue.")
+        job_publish(job)
+        overdue = (timezone.now() - job.due_at).total_seconds() if job.due_at else None
+        return Change("job.redispatched", {"overdue_seconds": overdue}, {"due_at": timezone.now()})
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def redispatch_cutoff() -> datetime:
+    """A queued job due before this moment has waited too long for its message."""
+    return timezone.now() - timedelta(seconds=settings.RUNNER_REDISPATCH_AFTER_SECONDS)
