@@ -3,14 +3,12 @@
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import close_old_connections
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -26,6 +24,7 @@ from rest_framework.serializers import BaseSerializer
 from job_events import herald
 from job_events.models import WebhookEndpoint
 from job_events.notify import stream_wakeups
+from job_events.readers import stream_db
 from job_events.selectors import job_events_after
 from job_events.serializers import (
     WebhookEndpointCreatedSerializer,
@@ -37,32 +36,12 @@ from runner_jobs.serializers import JobEventSerializer
 from workspaces.models import Membership
 from workspaces.selectors import workspaces_for_user
 
-T = TypeVar("T")
-
 # Events read per query; a stream that is far behind catches up in batches of this size.
 STREAM_BATCH_SIZE = 500
 # How long a new stream waits for its process's Redis subscription before its first read, so
 # that a ring sent right after that read is heard.
 SUBSCRIBE_WAIT_SECONDS = 1.0
 KEEPALIVE = b": keep-alive\n\n"
-
-
-async def _db(fn: Callable[..., T], /, **kwargs: Any) -> T:
-    """Run ``fn`` (which uses the ORM) in the event loop's thread pool, not the request's thread.
-
-    A request's own thread would keep its database connection for the whole life of the
-    stream; pool threads are few (bounded by the executor), so are their connections, and
-    ``CONN_MAX_AGE`` and the health checks apply to them as to a request.
-    """
-
-    def call() -> T:
-        close_old_connections()
-        try:
-            return fn(**kwargs)
-        finally:
-            close_old_connections()
-
-    return await sync_to_async(call, thread_sensitive=False)()
 
 
 def _error(status: int, code: str, detail: str) -> JsonResponse:
@@ -116,7 +95,7 @@ async def _event_stream(
         while True:
             # Cleared before the read: a ring during the read makes the next wait return at once.
             wakeup.clear()
-            frames, ended = await _db(_stream_read, job_id=job_id, after=after)
+            frames, ended = await stream_db(_stream_read, job_id=job_id, after=after)
             for event_id, frame in frames:
                 yield frame
                 after = event_id
@@ -126,12 +105,15 @@ async def _event_stream(
                 return
             if len(frames) == STREAM_BATCH_SIZE:
                 continue
-            quiet = time.monotonic() - last_write
-            with suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), max(0.0, min(poll, keepalive - quiet)))
-            if time.monotonic() - last_write >= keepalive:
-                yield KEEPALIVE
-                last_write = time.monotonic()
+            # Wait for a ring, or the slow poll; keep-alives meanwhile cost no database read.
+            read_at = time.monotonic() + poll
+            while not wakeup.is_set() and time.monotonic() < read_at:
+                timeout = min(read_at, last_write + keepalive) - time.monotonic()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), max(0.0, timeout))
+                if time.monotonic() - last_write >= keepalive:
+                    yield KEEPALIVE
+                    last_write = time.monotonic()
 
 
 def _resume_after(request: HttpRequest) -> int | None:
@@ -155,7 +137,7 @@ async def job_event_stream(request: HttpRequest, pk: uuid.UUID) -> HttpResponseB
     """
     if request.method != "GET":
         return _error(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
-    refused = await _db(_stream_open_check, request=request, job_id=pk)
+    refused = await stream_db(_stream_open_check, request=request, job_id=pk)
     if refused is not None:
         return refused
     after = _resume_after(request)

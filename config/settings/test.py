@@ -8,6 +8,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Lets parallel runs (or sessions) on one PostgreSQL keep out of each other's way.
 DATABASES["default"]["TEST"] = {"NAME": "test_runner_jobs" + env("TEST_DB_SUFFIX", default="")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Stream reader threads outlive a test's server: they must not hold the test database open.
+RUNNER_STREAM_CONN_MAX_AGE = 0
 # No collectstatic before tests: plain storage, no manifest.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

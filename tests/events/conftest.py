@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from django.core.asgi import get_asgi_application
 from knox.models import AuthToken
 
+from config.asgi import application as web_application
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory
 
 
@@ -25,7 +25,7 @@ def live_asgi(transactional_db) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        get_asgi_application(), lifespan="off", log_level="warning", timeout_graceful_shutdown=1
+        web_application, lifespan="off", log_level="warning", timeout_graceful_shutdown=1
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -235,10 +235,10 @@ def test_keepalive_comment_while_nothing_happens(live_asgi, token, settings):
     job = job_in_state("running", workspace=acme())
     reader = StreamThread(stream_url(live_asgi, job), token)
     reader.start()
-    time.sleep(1.0)
+    time.sleep(1.5)
     services.job_cancel(job_id=job.pk, actor="user:alice")
     result = reader.outcome(timeout=10)
-    assert result.comments.count("keep-alive") >= 3
+    assert result.comments.count("keep-alive") >= 2
     assert result.events[-1].event == "job.cancelled"
 
 
