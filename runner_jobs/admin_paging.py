@@ -19,7 +19,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
 
-EXACT_COUNT_LIMIT = 10_000
+EXACT_COUNT_LIMIT = 1_000
 
 
 def table_row_estimate(db_table: str) -> int:
