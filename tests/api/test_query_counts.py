@@ -1,0 +1,37 @@
+"""Each endpoint runs a fixed number of queries, however many jobs, steps or events there are."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from runner_jobs import services
+from tests.factories import job_in_state
+
+URL = "/api/v1/runner-jobs/"
+pytestmark = pytest.mark.django_db
+
+
+def queries(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_list_queries_do_not_grow_with_the_page(client, workspace):
+    job_in_state("pending", workspace=workspace)
+    one = queries(client, URL)
+    for _ in range(20):
+        job_in_state("failed", workspace=workspace)
+    assert queries(client, URL) == one
+    assert one <= 4
+
+
+def test_detail_and_events_queries_do_not_grow_with_steps_and_events(client, workspace):
+    job = job_in_state("running", workspace=workspace)
+    small = (queries(client, f"{URL}{job.id}/"), queries(client, f"{URL}{job.id}/events/"))
+    for n in range(5):
+        step = services.step_start(job_id=job.pk, name=f"s{n}", phase="execution", actor="w")
+        services.step_finish(job_id=job.pk, step_id=step.pk, status="completed", actor="w")
+    large = (queries(client, f"{URL}{job.id}/"), queries(client, f"{URL}{job.id}/events/"))
+    assert large == small
+    assert small[0] <= 5 and small[1] <= 4
