@@ -151,7 +151,8 @@ def jobs_apply(
             ngettext("%(verb)s %(n)d job.", "%(verb)s %(n)d jobs.", len(results))
             % {"verb": verb, "n": len(results)},
         )
-    for reason, n in skipped.most_common():
+    # Most frequent reason first; ties alphabetically, so the messages read the same each time.
+    for reason, n in sorted(skipped.items(), key=lambda item: (-item[1], item[0])):
         messages.warning(
             request,
             ngettext("Skipped %(n)d job: %(reason)s", "Skipped %(n)d jobs: %(reason)s", n)
