@@ -176,9 +176,12 @@ def _handler(job: RunnerJob) -> Callable[[RunnerJob, JobContext], Any]:
 
 
 def _should_start(job: RunnerJob | None) -> bool:
-    """A message is work only for a ``queued`` job that is due: any other message is a
-    duplicate, or for a job cancelled or already started meanwhile."""
+    """A message is work only for a ``queued`` job that is due and run by Celery: any other
+    message is a duplicate, for a job cancelled or started meanwhile, or a coordinator's."""
     if job is None or job.status != JobStatus.QUEUED:
+        return False
+    job_type = job_type_get(job.type)
+    if job_type is not None and job_type.external:
         return False
     tolerance = timedelta(seconds=DUE_TOLERANCE_SECONDS)
     return job.due_at is None or job.due_at <= timezone.now() + tolerance
