@@ -13,6 +13,7 @@ counts the server's database connections, then ends every job and checks every s
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
@@ -75,6 +77,13 @@ def server_connections(dbname: str) -> int:
         return cursor.fetchone()[0]
 
 
+def tick(job_id: Any) -> None:
+    """One event, stamped with the time just before it is written."""
+    services.event_append(
+        job_id=job_id, type="load.tick", payload={"t0": time.time()}, actor="load"
+    )
+
+
 async def follow(client, url, token, state, job_id) -> None:
     headers = {"Authorization": f"Token {token}"}
     async with client.stream("GET", url, headers=headers) as response:
@@ -120,7 +129,13 @@ async def main() -> None:
         services.job_create(workspace=workspace, type="agent-task", payload={}, actor="load").job
         for _ in range(args.streams)
     ]
-    state = {"opened": set(), "closed": set(), "status": {}, "latencies": [], "keepalives": 0}
+    state: dict[str, Any] = {
+        "opened": set(),
+        "closed": set(),
+        "status": {},
+        "latencies": [],
+        "keepalives": 0,
+    }
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=30), limits=limits) as client:
         tasks = [
@@ -147,12 +162,7 @@ async def main() -> None:
         loop = asyncio.get_running_loop()
         for k in range(args.events):
             job = jobs[k % len(jobs)]
-            await loop.run_in_executor(
-                None,
-                lambda j=job: services.event_append(
-                    job_id=j.pk, type="load.tick", payload={"t0": time.time()}, actor="load"
-                ),
-            )
+            await loop.run_in_executor(None, functools.partial(tick, job.pk))
             await asyncio.sleep(0.02)
         await asyncio.sleep(1)
         lat = sorted(state["latencies"])
@@ -177,7 +187,7 @@ async def main() -> None:
 
         for job in [probe, *jobs]:
             await loop.run_in_executor(
-                None, lambda j=job: services.job_cancel(job_id=j.pk, actor="load")
+                None, functools.partial(services.job_cancel, job_id=job.pk, actor="load")
             )
         await asyncio.wait(tasks, timeout=30)
         print(
