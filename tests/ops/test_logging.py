@@ -7,6 +7,8 @@ import logging.config
 
 import pytest
 import structlog
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
 
 from config.logging import logging_config
 from runner_jobs import services
@@ -97,3 +99,12 @@ def test_reports_are_logged_at_debug(json_logs, django_capture_on_commit_callbac
         "debug",
     )
     assert line["actor"] == "coordinator:k"
+
+
+def test_request_id_under_asgi():
+    """The async path of the middleware, as Django's ASGI handler (event streams) runs it."""
+    get = async_to_sync(AsyncClient().get)
+    response = get("/healthz", headers={"X-Request-ID": "asgi-12345678"})
+    assert response.status_code == 200
+    assert response["X-Request-ID"] == "asgi-12345678"
+    assert get("/api/v1/runner-jobs/").status_code == 401
