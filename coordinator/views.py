@@ -204,7 +204,7 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         return Response(JobStepSerializer(step).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=StepReportSerializer, responses=JobStepSerializer)
-    @action(detail=True, methods=["patch"], url_path=r"steps/(?P<step_id>\d{1,18})")
+    @action(detail=True, methods=["patch"], url_path=r"steps/(?P<step_id>\d+)")
     def step_report(self, request: Request, pk: str, step_id: str) -> Response:
         """Finish a running step (completed, failed, skipped) or append to its output (running).
         Renews the lease."""

@@ -336,8 +336,12 @@ def test_step_report_refusals(coordinator, post, workspace):
     url = f"{BASE}/jobs/{job.pk}/steps/{step['id']}/"
     assert coordinator.patch(url, {"status": "pending"}, format="json").status_code == 400
     assert coordinator.patch(url, {"status": "done"}, format="json").status_code == 400
-    other_url = f"{BASE}/jobs/{job.pk}/steps/999999999999999999/"
-    assert coordinator.patch(other_url, {"status": "completed"}, format="json").status_code == 404
+    for missing in (step["id"] + 1, 10**20):
+        response = coordinator.patch(
+            f"{BASE}/jobs/{job.pk}/steps/{missing}/", {"status": "completed"}, format="json"
+        )
+        assert response.status_code == 404
+        assert response.json() == {"detail": "No such step for this job.", "code": "not_found"}
     assert coordinator.patch(url, {"status": "completed"}, format="json").status_code == 200
     response = coordinator.patch(url, {"status": "failed"}, format="json")
     assert response.status_code == 409
