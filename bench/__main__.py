@@ -75,11 +75,12 @@ def table(rows: list[Row]) -> str:
         for r in rows
     ]
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join(
-        [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), rule, *lines]
-    )
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    # A Markdown table, so a run's output pastes straight into docs/benchmarks.md.
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, cells)])
 
 
 def main(selected: list[str]) -> int:
