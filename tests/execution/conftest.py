@@ -6,6 +6,7 @@ SIGKILL the whole of it), with short leases, sweeps and backoffs so recovery hap
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,6 @@ from config.celery import app as celery_app
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
 WORKER_READY_TIMEOUT = 30
-THROWAWAY_REDIS_PORT = int(os.environ.get("TEST_THROWAWAY_REDIS_PORT", "6392"))
 TEST_LEASE_SECONDS = 5
 TEST_SWEEP_INTERVAL_SECONDS = 1
 # Small values, so a lost worker's job is recovered and retried within seconds.
@@ -33,7 +33,7 @@ WORKER_ENV = {
     "DJANGO_SETTINGS_MODULE": "config.settings.test",
     "RUNNER_JOB_LEASE_SECONDS": str(TEST_LEASE_SECONDS),
     "RUNNER_SWEEP_INTERVAL_SECONDS": str(TEST_SWEEP_INTERVAL_SECONDS),
-    "RUNNER_REDISPATCH_AFTER_SECONDS": "3",
+    "RUNNER_REDISPATCH_AFTER_SECONDS": "15",
     "RUNNER_RETRY_BACKOFF_SECONDS": "1",
     "RUNNER_JOB_TIME_LIMIT_SECONDS": "60",
 }
@@ -220,8 +220,15 @@ class ThrowawayRedis:
             self.process.wait(timeout=10)
 
 
+def free_port() -> int:
+    """A port nothing listens on now (others' throwaway servers pick fixed ones)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    redis = ThrowawayRedis(port=THROWAWAY_REDIS_PORT)
+    redis = ThrowawayRedis(port=free_port())
     yield redis
     redis.stop()
