@@ -65,15 +65,11 @@ class CoordinatorHealthView(CoordinatorViewSet):
     def health(self, request: Request) -> Response:
         """The key works: its name, and the workspaces it is limited to (null: every one)."""
         key = request_key(request)
-        limited = key_workspace_ids(key) is not None
-        slugs = list(workspaces_for_key(key).values_list("slug", flat=True)) if limited else None
+        slugs = list(key.workspaces.values_list("slug", flat=True)) or None
         return Response({"status": "ok", "key": key.name, "workspaces": slugs})
 
 
 class CoordinatorJobViewSet(CoordinatorViewSet):
-    lookup_field = "pk"
-    lookup_value_regex = "[^/]+"
-
     @property
     def key(self) -> CoordinatorKey:
         return request_key(self.request)
