@@ -15,7 +15,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -175,10 +175,10 @@ def _handler(job: RunnerJob) -> Callable[[RunnerJob, JobContext], Any]:
     return handler
 
 
-def _should_start(job: RunnerJob | None) -> bool:
+def _should_start(job: RunnerJob) -> bool:
     """A message is work only for a ``queued`` job that is due and run by Celery: any other
     message is a duplicate, for a job cancelled or started meanwhile, or a coordinator's."""
-    if job is None or job.status != JobStatus.QUEUED:
+    if job.status != JobStatus.QUEUED:
         return False
     job_type = job_type_get(job.type)
     if job_type is not None and job_type.external:
@@ -187,13 +187,24 @@ def _should_start(job: RunnerJob | None) -> bool:
     return job.due_at is None or job.due_at <= timezone.now() + tolerance
 
 
+def _message_is_work(job_id: str) -> bool:
+    """``_should_start``, read under the job's row lock: a dispatch holds that lock while it
+    publishes, so a message that overtakes its own dispatch waits for ``queued`` here instead
+    of finding the job still ``pending``."""
+    with transaction.atomic():
+        try:
+            return _should_start(services.job_lock(job_id))
+        except services.JobNotFoundError:
+            return False
+
+
 def job_execute(*, job_id: str, worker: str, retry_delay: Callable[[int], float]) -> None:
     """Run one attempt of a queued job. A message for a job that is not queued does nothing.
 
     A ``TransientJobError`` that left the job queued again propagates, with its
     ``retry_delay`` set, so the Celery task schedules the retry for that moment.
     """
-    if not _should_start(RunnerJob.objects.filter(pk=job_id).first()):
+    if not _message_is_work(job_id):
         logger.info("job %s: not a queued, due job; message ignored", job_id)
         return
     try:

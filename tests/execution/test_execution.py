@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from celery.exceptions import TimeLimitExceeded
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from job_events.models import JobEvent
@@ -16,8 +16,10 @@ from runner_jobs.execution import TransientJobError, backoff_delay, job_execute
 from runner_jobs.models import RunnerJob
 from runner_jobs.tasks import execute_job_task, sweep_task
 from tests.execution import handlers
+from tests.execution.conftest import broker_url
 from tests.factories import job_in_state
 
+DOWN_BROKER = "redis://127.0.0.1:6393/0"  # nothing listens there
 TEST_TYPES = {
     "times-out": {"handler": "tests.execution.handlers.times_out"},
     "fails-in-a-step": {"handler": "tests.execution.handlers.fails_in_a_step"},
@@ -176,6 +178,29 @@ class TestWhileRunning:
         while not RunnerJob.objects.filter(pk=job.pk, status="running").exists():
             assert time.monotonic() < deadline
             time.sleep(0.02)
+
+    def test_a_message_that_overtakes_its_dispatch_waits_for_it(self):
+        """The dispatch holds the row lock from publishing to committing ``queued``; a worker
+        that gets the message meanwhile waits, then runs the job."""
+        with broker_url(DOWN_BROKER):
+            job = job_in_state("pending")
+        locked, done = threading.Event(), threading.Event()
+
+        def dispatching() -> None:
+            with transaction.atomic():
+                services.job_lock(job.pk)
+                locked.set()
+                done.wait(0.5)  # the message is out; the worker is already asking
+                services.job_queue(job_id=job.pk, actor="system")
+            connection.close()
+
+        dispatcher = threading.Thread(target=dispatching)
+        dispatcher.start()
+        locked.wait(5)
+        try:
+            assert run(job).status == "completed"
+        finally:
+            dispatcher.join()
 
     def test_cancel_stops_the_handler_at_its_next_check(self):
         job = job_in_state("queued", type="sleep", payload={"seconds": 20, "steps": 2})
