@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema
 from knox.auth import TokenAuthentication
 from rest_framework import mixins, viewsets
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
@@ -179,6 +180,7 @@ class WebhookEndpointViewSet(
             return WebhookEndpointCreateSerializer
         return WebhookEndpointSerializer
 
+    @extend_schema(responses={201: WebhookEndpointCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -34,42 +34,38 @@ def received(events: list[SSE]) -> list[tuple[int, str]]:
     return [(e.id, e.event) for e in events]
 
 
-def run_echo(job: RunnerJob) -> None:
-    """What a worker does with an echo job."""
-    services.job_queue(job_id=job.pk, actor="system")
-    services.job_start(job_id=job.pk, actor="worker", worker="w1")
-    services.job_complete(job_id=job.pk, result=job.payload, actor="worker")
-
-
-def run_sleep(job: RunnerJob, steps: int = 3, pause: float = 0.1) -> None:
-    """What a worker does with a sleep job: a step and a progress report per slice."""
-    services.job_queue(job_id=job.pk, actor="system")
-    services.job_start(job_id=job.pk, actor="worker", worker="w1")
-    for n in range(1, steps + 1):
-        step = services.step_start(job_id=job.pk, name=f"sleep {n}", phase="execution", actor="w")
-        time.sleep(pause)
-        services.job_progress_update(job_id=job.pk, progress=n * 100 // steps, actor="worker")
-        services.step_finish(job_id=job.pk, step_id=step.pk, status="completed", actor="worker")
-    services.job_complete(job_id=job.pk, result={"slept": steps * pause}, actor="worker")
-
-
+@pytest.mark.worker
 @pytest.mark.parametrize(
-    ("job_type", "payload", "run"),
-    [("echo", {"hello": "world"}, run_echo), ("sleep", {"seconds": 0.3, "steps": 3}, run_sleep)],
+    ("job_type", "payload", "middle"),
+    [
+        ("echo", {"hello": "world"}, []),
+        (
+            "sleep",
+            {"seconds": 1.5, "steps": 3},
+            ["step.started", "step.completed", "job.progress"] * 3,
+        ),
+    ],
 )
-def test_stream_follows_a_job_from_start_to_end(live_asgi, token, job_type, payload, run):
-    job = job_in_state("pending", workspace=acme(), type=job_type, payload=payload)
-    reader = StreamThread(stream_url(live_asgi, job), token)
-    reader.start()
-    time.sleep(0.3)
-    run(job)
-    result = reader.outcome()
+def test_stream_follows_a_job_run_by_a_real_worker_from_start_to_end(
+    live_asgi, token, start_worker, job_type, payload, middle
+):
+    start_worker(beat=False)
+    job = services.job_create(
+        workspace=acme(), type=job_type, payload=payload, actor="user:alice"
+    ).job
+    result = sse_read(stream_url(live_asgi, job), token, timeout=60)
 
     assert result.status == 200
     assert result.headers["content-type"].startswith("text/event-stream")
     assert result.headers["cache-control"] == "no-cache"
     assert received(result.events) == stored_events(job)
-    assert result.events[-1].event == "job.completed"
+    assert [e.event for e in result.events] == [
+        "job.created",
+        "job.queued",
+        "job.started",
+        *middle,
+        "job.completed",
+    ]
     assert result.closed_by_server
     first = result.events[0]
     assert set(first.data) == EVENT_FIELDS
