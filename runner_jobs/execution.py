@@ -231,6 +231,9 @@ def _run_attempt(job: RunnerJob, ctx: JobContext, retry_delay: Callable[[int], f
             exc.retry_delay = delay
             raise
     except SoftTimeLimitExceeded:
+        # The limit is a signal: it may have interrupted a query halfway, leaving the
+        # connection unusable. A fresh one reports the failure.
+        connection.close()
         error = time_limit_error(settings.CELERY_TASK_SOFT_TIME_LIMIT)
         _report_outcome(ctx, services.job_fail, error=error)
     except Exception as exc:
