@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -80,53 +79,30 @@ class RequestIdMiddleware:
     """Give each request an id (the caller's ``X-Request-ID`` when it is sane), bind it to every
     log line of the request, echo it in the response, and log one access line at the end.
 
-    Sync and async alike, so Django never has to adapt the stack around an async view (the
-    event streams) to it."""
+    Sync only: whitenoise, further in, is sync only, so Django adapts the stack at that point
+    for an async view (the event streams) whatever this middleware supports."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if iscoroutinefunction(self):
-            return self._acall(request)
-        request_id, started = self._begin(request)
-        try:
-            return self._finish(request, self.get_response(request), request_id, started)
-        finally:
-            structlog.contextvars.clear_contextvars()
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        request_id, started = self._begin(request)
-        try:
-            return self._finish(request, await self.get_response(request), request_id, started)
-        finally:
-            structlog.contextvars.clear_contextvars()
-
-    @staticmethod
-    def _begin(request: HttpRequest) -> tuple[str, float]:
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         upstream = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = upstream if REQUEST_ID_PATTERN.match(upstream) else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        return request_id, time.monotonic()
-
-    @staticmethod
-    def _finish(
-        request: HttpRequest, response: HttpResponse, request_id: str, started: float
-    ) -> HttpResponse:
-        response[REQUEST_ID_HEADER] = request_id
-        access_logger.log(
-            logging.WARNING if response.status_code >= 500 else logging.INFO,
-            "request_finished",
-            method=request.method,
-            path=request.path,
-            status=response.status_code,
-            # Time to the response's headers (a stream goes on after it).
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        return response
+        started = time.monotonic()
+        try:
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            access_logger.log(
+                logging.WARNING if response.status_code >= 500 else logging.INFO,
+                "request_finished",
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                # Time to the response's headers (a stream goes on after it).
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+            return response
+        finally:
+            structlog.contextvars.clear_contextvars()

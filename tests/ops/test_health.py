@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from django.db import OperationalError
 from django.test import Client, override_settings
 from django.urls import path
 
@@ -76,10 +77,26 @@ def broken_view(request):
     raise ValueError("not a database problem")
 
 
-urlpatterns = [path("broken/", broken_view)]
+def lost_database_view(request):
+    # What a query raises once PostgreSQL is gone (the real outage: test_database_outage.py).
+    raise OperationalError("connection failed: server closed the connection unexpectedly")
+
+
+urlpatterns = [path("broken/", broken_view), path("lost/", lost_database_view)]
 
 
 @override_settings(ROOT_URLCONF=__name__)
 def test_other_errors_are_left_to_django():
     client = Client(raise_request_exception=False)
     assert client.get("/broken/").status_code == 500
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_a_lost_database_is_a_503_in_the_api_error_shape():
+    response = Client(raise_request_exception=False).get("/lost/")
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "The database is unavailable; try again shortly.",
+        "code": "unavailable",
+    }
+    assert response["Retry-After"] == "5"

@@ -102,7 +102,7 @@ def test_reports_are_logged_at_debug(json_logs, django_capture_on_commit_callbac
 
 
 def test_request_id_under_asgi():
-    """The async path of the middleware, as Django's ASGI handler (event streams) runs it."""
+    """Through Django's ASGI handler, as the event streams are served."""
     get = async_to_sync(AsyncClient().get)
     response = get("/healthz", headers={"X-Request-ID": "asgi-12345678"})
     assert response.status_code == 200

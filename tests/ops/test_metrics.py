@@ -176,3 +176,9 @@ def test_reports_are_not_transitions_and_unknown_counters_are_ignored(client):
     }
     assert transitions == {"job.created": 1, "job.queued": 1}
     assert not any("retired" in name for name, _ in values)
+
+
+@override_settings(METRICS_TOKEN="", METRICS_ALLOWED_NETWORKS=["127.0.0.0/8"])
+def test_metrics_restricted_by_network_alone(client):
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.1").status_code == 403
