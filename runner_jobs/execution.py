@@ -75,6 +75,7 @@ class JobContext:
         except JobStoppedError:
             raise
         except BaseException as exc:
+            _drop_interrupted_connection(exc)
             self._report(
                 services.step_finish, step_id=step.pk, status="failed", output=_error_text(exc)
             )
@@ -120,6 +121,13 @@ def _error_text(exc: BaseException) -> str:
     if isinstance(exc, JobError | TransientJobError) and str(exc):
         return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _drop_interrupted_connection(exc: BaseException) -> None:
+    """The soft time limit is a signal: it may have cut a query short and left the database
+    connection unusable, so the failure is reported on a fresh one."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        connection.close()
 
 
 def time_limit_error(seconds: float) -> str:
@@ -230,10 +238,8 @@ def _run_attempt(job: RunnerJob, ctx: JobContext, retry_delay: Callable[[int], f
         if updated is not None and updated.status == JobStatus.QUEUED:
             exc.retry_delay = delay
             raise
-    except SoftTimeLimitExceeded:
-        # The limit is a signal: it may have interrupted a query halfway, leaving the
-        # connection unusable. A fresh one reports the failure.
-        connection.close()
+    except SoftTimeLimitExceeded as exc:
+        _drop_interrupted_connection(exc)
         error = time_limit_error(settings.CELERY_TASK_SOFT_TIME_LIMIT)
         _report_outcome(ctx, services.job_fail, error=error)
     except Exception as exc:

@@ -139,6 +139,8 @@ def _workers(tmp_path: Path) -> Iterator[WorkerFactory]:
     finally:
         for worker in factory.started:
             worker.kill()
+            # Shown by pytest for a failed test only.
+            print(f"--- {worker.log.name} ---\n{worker.output()[-20000:]}")
 
 
 @pytest.fixture

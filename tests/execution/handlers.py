@@ -32,3 +32,15 @@ def quiet(job: RunnerJob, ctx: JobContext) -> None:
     time.sleep(job.payload["seconds"])
     observed["lease_expires_at"] = RunnerJob.objects.get(pk=job.pk).lease_expires_at
     observed["cancelled"] = ctx.cancelled
+
+
+def times_out_in_a_step(job: RunnerJob, ctx: JobContext) -> None:
+    with ctx.step("long", "execution"):
+        raise SoftTimeLimitExceeded()
+
+
+def busy_querying(job: RunnerJob, ctx: JobContext) -> None:
+    """Queries without pause, so a time limit almost surely interrupts a query."""
+    with ctx.step("query", "execution"):
+        while True:
+            RunnerJob.objects.filter(pk=job.pk).exists()

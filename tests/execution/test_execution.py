@@ -22,6 +22,7 @@ from tests.factories import job_in_state
 DOWN_BROKER = "redis://127.0.0.1:6393/0"  # nothing listens there
 TEST_TYPES = {
     "times-out": {"handler": "tests.execution.handlers.times_out"},
+    "times-out-in-a-step": {"handler": "tests.execution.handlers.times_out_in_a_step"},
     "fails-in-a-step": {"handler": "tests.execution.handlers.fails_in_a_step"},
     "notes": {"handler": "tests.execution.handlers.notes"},
     "quiet": {"handler": "tests.execution.handlers.quiet"},
@@ -197,14 +198,16 @@ class TestWhileRunning:
         finally:
             dispatcher.join()
 
-    def test_a_soft_time_limit_fails_the_job_saying_so(self, settings):
+    @pytest.mark.parametrize("job_type", ["times-out", "times-out-in-a-step"])
+    def test_a_soft_time_limit_fails_the_job_saying_so(self, settings, job_type):
         """Reported on a fresh connection (the limit may have cut a query short)."""
-        job = run(job_in_state("queued", type="times-out"))
+        job = run(job_in_state("queued", type=job_type))
         seconds = settings.CELERY_TASK_SOFT_TIME_LIMIT
         assert (job.status, job.error) == (
             "failed",
             f"Time limit exceeded: the attempt ran longer than {seconds} s.",
         )
+        assert set(job.steps.values_list("status", flat=True)) <= {"failed"}
 
     def test_cancel_stops_the_handler_at_its_next_check(self):
         job = job_in_state("queued", type="sleep", payload={"seconds": 20, "steps": 2})

@@ -1,6 +1,7 @@
 """End to end: real ``celery -A config worker`` processes on the real Redis and the test
 database. Short leases, sweeps and backoffs (conftest.WORKER_ENV) keep each test to seconds."""
 
+import json
 import time
 from collections import Counter
 from datetime import timedelta
@@ -120,6 +121,19 @@ def test_attempt_past_its_time_limit_fails_saying_so(start_worker, workspace):
     job = finished(create(workspace, "sleep", {"seconds": 60, "steps": 30}), timeout=30)
     assert (job.status, job.attempts) == ("failed", 1)
     assert job.error == "Time limit exceeded: the attempt ran longer than 2 s."
+
+
+def test_a_time_limit_that_cuts_a_query_short_still_fails_the_job(
+    start_worker, workspace, settings
+):
+    types = {"busy": {"handler": "tests.execution.handlers.busy_querying"}}
+    settings.RUNNER_JOB_TYPES = types
+    start_worker(
+        concurrency=1, RUNNER_JOB_TIME_LIMIT_SECONDS="1", RUNNER_JOB_TYPES=json.dumps(types)
+    )
+    job = finished(create(workspace, "busy", {}), timeout=15)
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert job.error == "Time limit exceeded: the attempt ran longer than 1 s."
 
 
 def test_message_for_a_job_cancelled_while_queued_does_nothing(start_worker, workspace):
