@@ -42,7 +42,13 @@ def job_publish(job: RunnerJob) -> None:
     """Send ``job``'s execution message; ``BrokerUnavailableError`` when the broker refuses."""
     try:
         celery_app.send_task(
-            EXECUTE_TASK_NAME, args=[str(job.pk)], priority=broker_priority(job.priority)
+            EXECUTE_TASK_NAME,
+            args=[str(job.pk)],
+            priority=broker_priority(job.priority),
+            # None, not omitted: otherwise Celery copies the sending process's time limits into
+            # the message (when that process has the task registered), overriding the worker's.
+            time_limit=None,
+            soft_time_limit=None,
         )
     except OperationalError as exc:
         raise BrokerUnavailableError(f"The broker is unreachable: {exc}") from exc
