@@ -70,6 +70,10 @@ class CoordinatorHealthView(CoordinatorViewSet):
 
 
 class CoordinatorJobViewSet(CoordinatorViewSet):
+    # Never used to fetch jobs (every lookup is scoped by the key in ``_job``); it tells the
+    # schema generator that ``{id}`` is a job's UUID.
+    queryset = RunnerJob.objects.none()
+
     @property
     def key(self) -> CoordinatorKey:
         return request_key(self.request)
