@@ -2,6 +2,7 @@
 when obsolete, and drop it after a database error."""
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -41,15 +42,44 @@ def max_age(settings):
         read(is_connected)
 
 
+def pid_here() -> tuple[int, int]:
+    return threading.get_ident(), backend_pid()
+
+
+def pid_on(thread: int) -> int:
+    """The backend pid of a read that ran on reader thread ``thread`` (the pool has several)."""
+    for _ in range(100):
+        ran_on, pid = read(pid_here)
+        if ran_on == thread:
+            return pid
+    raise AssertionError("no read ran on that reader thread")
+
+
 def test_a_reader_keeps_its_connection_until_it_is_obsolete(max_age):
-    first = read(backend_pid)
-    assert read(backend_pid) == first
+    thread, first = read(pid_here)
+    assert pid_on(thread) == first
     time.sleep(1.1)
-    assert read(backend_pid) != first
+    assert pid_on(thread) != first
+
+
+def connected_here() -> tuple[int, bool]:
+    return threading.get_ident(), is_connected()
 
 
 def test_a_database_error_drops_the_connection(max_age):
+    failed_on: list[int] = []
+
+    def broken_here() -> None:
+        failed_on.append(threading.get_ident())
+        broken_query()
+
     read(backend_pid)
     with pytest.raises(DatabaseError):
-        read(broken_query)
-    assert read(is_connected) is False
+        read(broken_here)
+    # The pool has several threads: look at the one whose query failed.
+    for _ in range(100):
+        thread, connected = read(connected_here)
+        if thread == failed_on[0]:
+            break
+    assert thread == failed_on[0]
+    assert connected is False
