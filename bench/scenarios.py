@@ -223,9 +223,9 @@ def end_to_end(bench: Bench) -> Result:
     ids = concurrently([partial(create, n) for n in range(E2E_JOBS)], E2E_CREATORS)
     created = time.time() - began_wall
     completed = _wait_for_completions(stack, ids)
-    (last_done, completions, p50, p95) = stack.pg.query(
+    (last_done, completions, mismatches, p50, p95) = stack.pg.query(
         """
-        WITH jobs AS (SELECT id, completed_at FROM runner_jobs_runnerjob
+        WITH jobs AS (SELECT id, completed_at, version FROM runner_jobs_runnerjob
                       WHERE id = ANY(%(ids)s::uuid[])),
              waits AS (SELECT s.timestamp - c.timestamp AS wait
                        FROM job_events_jobevent c JOIN job_events_jobevent s USING (job_id)
@@ -234,6 +234,9 @@ def end_to_end(bench: Bench) -> Result:
         SELECT (SELECT extract(epoch FROM max(completed_at)) FROM jobs),
                (SELECT count(*) FROM job_events_jobevent
                 WHERE job_id = ANY(%(ids)s::uuid[]) AND type = 'job.completed'),
+               -- Every write bumps the version and writes one event: all events are there.
+               (SELECT count(*) FROM jobs WHERE version <> (SELECT count(*)
+                FROM job_events_jobevent e WHERE e.job_id = jobs.id)),
                (SELECT extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY wait))
                 FROM waits),
                (SELECT extract(epoch FROM percentile_cont(0.95) WITHIN GROUP (ORDER BY wait))
@@ -265,6 +268,7 @@ def end_to_end(bench: Bench) -> Result:
         # re-sends such a job after RUNNER_REDISPATCH_AFTER_SECONDS (see docs/benchmarks.md).
         "left queued": stack.statuses(ids).get("queued", 0),
         "job.completed events": completions,
+        "jobs whose version differs from their event count": mismatches,
         "create s (16 clients)": round(created, 2),
         "no-op tasks": NOOP_TASKS,
         "no-op publish s": round(published, 2),
