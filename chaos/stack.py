@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import requests
+
+from chaos.servers import ThrowawayPostgres, ThrowawayRedis, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
-PG_BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
 
 PG_PORT = int(os.environ.get("CHAOS_PG_PORT", "55432"))
 REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "56379"))
@@ -43,18 +43,6 @@ CHAOS_ENV = {
 }
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except Exception:
-            pass
-        time.sleep(interval)
-    return False
-
-
 def procfile_command(process: str) -> str:
     """The Procfile's command line for ``process`` (run through a shell, as honcho does), so the
     stack runs exactly what production runs."""
@@ -63,105 +51,6 @@ def procfile_command(process: str) -> str:
         if sep and name.strip() == process:
             return command.strip()
     raise KeyError(f"no {process!r} line in the Procfile")
-
-
-class Postgres:
-    """A PostgreSQL cluster of our own, owned by the ``postgres`` OS user (initdb refuses root)."""
-
-    def __init__(self, base: Path, port: int = PG_PORT) -> None:
-        self.port = port
-        self.data = base / "pg"
-        self.log = base / "pg.log"
-        self.data.mkdir()
-        shutil.chown(base, "postgres")
-        shutil.chown(self.data, "postgres")
-        self._as_postgres(
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(self.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        )
-
-    def _as_postgres(self, *cmd: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *cmd],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def start(self) -> None:
-        opts = (
-            f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=300"
-        )
-        self._as_postgres(
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-o",
-            opts,
-            "-w",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    @property
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/runner_jobs"
-
-    def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=runner_jobs", connect_timeout=3
-        ) as conn:
-            cursor = conn.execute(sql, params)
-            # Statements without rows (DDL, VACUUM) return an empty list.
-            return cursor.fetchall() if cursor.description else []
-
-
-class Redis:
-    def __init__(self, port: int = REDIS_PORT) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        assert wait_until(client.ping, 10), "the stack's redis did not start"
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
 
 class Stack:
@@ -182,8 +71,8 @@ class Stack:
         self.base = Path(tempfile.mkdtemp(prefix=f"runner-{name}-"))
         self.logs = self.base / "logs"
         self.logs.mkdir()
-        self.pg = Postgres(self.base, pg_port)
-        self.redis = Redis(redis_port)
+        self.pg = ThrowawayPostgres(self.base, pg_port)
+        self.redis = ThrowawayRedis(redis_port)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {
             **os.environ,

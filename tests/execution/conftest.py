@@ -21,6 +21,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from chaos.servers import ThrowawayRedis
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,49 +178,6 @@ def broker_url(url: str) -> Iterator[None]:
         yield
     finally:
         use(previous)
-
-
-@dataclass
-class ThrowawayRedis:
-    """A redis-server of our own (never the shared one), without persistence, to stop at will."""
-
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_for(
-            lambda: (
-                subprocess.run(
-                    ["redis-cli", "-p", str(self.port), "ping"], capture_output=True
-                ).stdout.strip()
-                == b"PONG"
-            ),
-            timeout=10,
-        )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 def free_port() -> int:

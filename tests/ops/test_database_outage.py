@@ -4,6 +4,7 @@ never a hang) while it is gone, and succeeds again without a restart of the serv
 The PostgreSQL here is a throwaway cluster of our own on a spare port (the shared one serves
 other test runs); the server is gunicorn in production mode, as the Procfile runs it."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,69 +16,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 import requests
 
+from chaos.servers import PG_BIN, ThrowawayPostgres
 from tests.ops.conftest import port_wait
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_PORT = 54396
 WEB_PORT = 8096
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DATABASE_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/runner_jobs_outage"
 
 pytestmark = pytest.mark.skipif(not (PG_BIN / "initdb").exists(), reason="needs PostgreSQL 15")
 
 
-class Cluster:
-    def __init__(self, directory: Path) -> None:
-        self.data = directory / "data"
-        self.log = directory / "postgres.log"
-        # PostgreSQL refuses to run as root.
-        self.as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def run(self, *args: str) -> None:
-        subprocess.run([*self.as_owner, *args], check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        self.run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
-
-    def start(self) -> None:
-        options = f"-p {PG_PORT} -k {self.data} -c listen_addresses=127.0.0.1"
-        self.run(
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-o",
-            options,
-            "-w",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self.run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[ThrowawayPostgres]:
     directory = Path(tempfile.mkdtemp(prefix="runner-jobs-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres")
-    pg = Cluster(directory)
-    pg.init()
+    pg = ThrowawayPostgres(directory, PG_PORT, dbname="runner_jobs_outage")
     pg.start()
     try:
-        with psycopg.connect(f"host=127.0.0.1 port={PG_PORT} user=postgres", autocommit=True) as c:
-            c.execute("CREATE DATABASE runner_jobs_outage")
+        with pg.connect("postgres", autocommit=True) as connection:
+            connection.execute("CREATE DATABASE runner_jobs_outage")
         yield pg
     finally:
-        subprocess.run(
-            [*pg.as_owner, str(PG_BIN / "pg_ctl"), "-D", str(pg.data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg.stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -94,7 +58,7 @@ def production_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(cluster: Cluster) -> Iterator[dict[str, str]]:
+def server(cluster: ThrowawayPostgres) -> Iterator[dict[str, str]]:
     env = production_env()
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120)
