@@ -89,6 +89,21 @@ FORBIDDEN = _error("Your role in the job's workspace is viewer.")
 CONFLICT = _error("`invalid_transition` (not allowed in its state) or `concurrent_update`.")
 PRECONDITION_FAILED = _error("`If-Match` names an older version of the job.")
 TOO_LARGE = _error("The request body is over the configured limit.")
+
+
+def conditional_write_responses(success: int) -> dict[int, Any]:
+    """The responses of a write on one job that honours ``If-Match`` (cancel, retry)."""
+    return {
+        success: RunnerJobSerializer,
+        400: FIELD_ERRORS,
+        401: UNAUTHENTICATED,
+        403: FORBIDDEN,
+        404: NOT_FOUND,
+        409: CONFLICT,
+        412: PRECONDITION_FAILED,
+    }
+
+
 IF_MATCH = OpenApiParameter(
     "If-Match",
     OpenApiTypes.STR,
@@ -220,15 +235,7 @@ class RunnerJobViewSet(
         description="pending, queued or running → cancelled.",
         request=None,
         parameters=[IF_MATCH, ETAG],
-        responses={
-            200: RunnerJobSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
-            412: PRECONDITION_FAILED,
-        },
+        responses=conditional_write_responses(200),
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
@@ -247,15 +254,7 @@ class RunnerJobViewSet(
         ),
         request=None,
         parameters=[IF_MATCH, ETAG],
-        responses={
-            201: RunnerJobSerializer,
-            400: FIELD_ERRORS,
-            401: UNAUTHENTICATED,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
-            412: PRECONDITION_FAILED,
-        },
+        responses=conditional_write_responses(201),
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
