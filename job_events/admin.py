@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from runner_jobs.admin import job_link
+from runner_jobs.admin import ReadOnlyAdminMixin, job_link
 from runner_jobs.admin_paging import EstimatedCountPaginator
 
 from .herald import webhook_secret_new
@@ -52,7 +52,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(JobEvent)
-class JobEventAdmin(admin.ModelAdmin):
+class JobEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Append-only and read-only. ``?job=<id>`` lists one job's events (the job page links
     here)."""
 
@@ -65,15 +65,6 @@ class JobEventAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     list_per_page = 100
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="job")
     def job_short(self, event: JobEvent) -> SafeString:

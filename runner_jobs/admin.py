@@ -228,6 +228,19 @@ def bounded_formset(*, ordering: tuple[str, ...], limit: int) -> type[BaseInline
     return BoundedFormSet
 
 
+class ReadOnlyAdminMixin:
+    """Pages to look at, never to edit: steps and events are written by the services only."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
@@ -477,7 +490,7 @@ def uuid_prefix_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
 
 
 @admin.register(JobStep)
-class JobStepAdmin(admin.ModelAdmin):
+class JobStepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["job", "ordinal", "name", "phase", "status", "duration_ms"]
     list_select_related = ["job"]
     raw_id_fields = ["job"]
@@ -485,12 +498,3 @@ class JobStepAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     ordering = ["-id"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
