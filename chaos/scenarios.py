@@ -12,6 +12,10 @@ from chaos.stack import LEASE_SECONDS, SWEEP_SECONDS, Stack, wait_until
 
 Result = tuple[bool, dict[str, Any]]
 
+# Upper bounds only (the figures report the real times): on a loaded 2-core machine a new
+# prefork worker alone can take 15 s to start, so recoveries get generous room.
+RECOVERY_SLACK_SECONDS = 120
+
 
 def _created_ids(responses: list[requests.Response]) -> list[str]:
     return [r.json()["id"] for r in responses if r.status_code == 201]
@@ -35,7 +39,7 @@ def worker_sigkill(stack: Stack) -> Result:
     stack.kill("kill-me", signal.SIGKILL)
     killed_at = time.monotonic()
     stack.start_worker("after-kill", concurrency=50, pool="threads")
-    took = stack.wait_terminal(ids, timeout=LEASE_SECONDS * 4 + 30)
+    took = stack.wait_terminal(ids, timeout=LEASE_SECONDS * 4 + RECOVERY_SLACK_SECONDS)
     counts = stack.statuses(ids)
     completions = _completed_once(stack, ids)
     stack.kill("after-kill", signal.SIGKILL)
@@ -68,7 +72,7 @@ def redis_down_creates(stack: Stack) -> Result:
     ids = _created_ids(responses)
     pending = stack.statuses(ids).get("pending", 0)
     stack.redis.start()
-    took = stack.wait_terminal(ids, timeout=SWEEP_SECONDS * 10 + 60)
+    took = stack.wait_terminal(ids, timeout=SWEEP_SECONDS * 10 + RECOVERY_SLACK_SECONDS)
     counts = stack.statuses(ids)
     stack.kill("redis-worker", signal.SIGKILL)
     figures = {
@@ -121,7 +125,7 @@ def postgres_restart(stack: Stack) -> Result:
             "SELECT id::text FROM runner_jobs_runnerjob WHERE payload ? 'load'"
         )
     ]
-    took = stack.wait_terminal(ids, timeout=60)
+    took = stack.wait_terminal(ids, timeout=RECOVERY_SLACK_SECONDS)
     stack.kill("pg-worker", signal.SIGKILL)
     figures = {
         "codes while down": dict(during),
@@ -144,7 +148,7 @@ def poison_job(stack: Stack) -> Result:
     stack.start_worker("poison-worker", concurrency=2)
     response = stack.create_job("poison", {})
     job_id = response.json()["id"]
-    took = stack.wait_terminal([job_id], timeout=LEASE_SECONDS * 3 * 3 + 60)
+    took = stack.wait_terminal([job_id], timeout=LEASE_SECONDS * 3 * 3 + RECOVERY_SLACK_SECONDS)
     status, attempts, max_attempts, error = stack.pg.query(
         "SELECT status, attempts, max_attempts, error FROM runner_jobs_runnerjob WHERE id = %s",
         [job_id],
@@ -169,7 +173,7 @@ def stalled_worker(stack: Stack) -> Result:
     stack.kill("stall-me", signal.SIGSTOP)
     stalled_at = time.monotonic()
     stack.start_worker("rescuer", concurrency=1)
-    took = stack.wait_terminal([job_id], timeout=LEASE_SECONDS * 3 + 30)
+    took = stack.wait_terminal([job_id], timeout=LEASE_SECONDS * 3 + RECOVERY_SLACK_SECONDS)
     stack.kill("stall-me", signal.SIGCONT)
     time.sleep(4)  # the stalled attempt wakes up and tries to report
     status, attempts = stack.pg.query(
