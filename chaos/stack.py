@@ -37,6 +37,8 @@ CHAOS_ENV = {
     "RUNNER_SWEEP_INTERVAL_SECONDS": str(SWEEP_SECONDS),
     "RUNNER_REDISPATCH_AFTER_SECONDS": str(REDISPATCH_SECONDS),
     "RUNNER_RETRY_BACKOFF_SECONDS": "1",
+    # Below the lease: a worker frozen inside a transaction loses its row lock before its lease.
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "4",
     "RUNNER_JOB_TYPES": json.dumps(
         {"poison": {"handler": "chaos.handlers.poison", "max_attempts": 3}}
     ),

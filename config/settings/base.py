@@ -51,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.ops.DatabaseUnavailableMiddleware",
+    # A request reads each workspace's webhook endpoints once, not once per event it writes.
+    "job_events.middleware.WebhookEndpointsMemoMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -84,6 +86,16 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault(
     "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3)
 )
+# A session left idle inside a transaction (a frozen worker holding a job's row lock) is ended by
+# PostgreSQL after this long, which releases the lock so the sweeper can recover the job.
+# See docs/decisions/0004-frozen-lock-holders.md.
+DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = env.int(
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", default=30
+)
+DATABASES["default"]["OPTIONS"].setdefault(
+    "options",
+    f"-c idle_in_transaction_session_timeout={DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS}s",
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -112,7 +124,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512
 # --- REST framework ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "workspaces.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

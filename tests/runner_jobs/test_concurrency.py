@@ -1,12 +1,14 @@
 """Real threads, each with its own PostgreSQL connection, racing on one job."""
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from job_events.models import JobEvent
 from job_events.services import event_record
@@ -161,3 +163,43 @@ def test_optimistic_conflict_retries_then_raises(monkeypatch):
         locking.job_update_optimistic(job_id=job.pk, plan=plan, actor="a")
     assert attempts == [3, 4, 5]
     assert JobEvent.objects.filter(job=job, type="x.y").count() == 0
+
+
+def test_a_frozen_lock_holder_is_cut_off_so_recovery_proceeds():
+    """A worker frozen inside a transaction holds the job's row lock; PostgreSQL's
+    idle_in_transaction_session_timeout (configured for every connection) ends its session,
+    and the sweeper's recovery, waiting on the lock, then goes through."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        assert cursor.fetchone()[0] != "0"
+    job = job_in_state("running")
+    RunnerJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
+    locked = threading.Event()
+    outcome: list[Any] = []
+
+    def frozen_holder() -> None:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    # This test's own bound, shorter than the configured one.
+                    cursor.execute("SET LOCAL idle_in_transaction_session_timeout = '1s'")
+                locking.job_lock(job.pk)
+                locked.set()
+                time.sleep(3)  # frozen, idle in its transaction
+                RunnerJob.objects.filter(pk=job.pk).exists()
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=frozen_holder)
+    holder.start()
+    assert locked.wait(10)
+    began = time.monotonic()
+    recovered = services.job_recover_lost(job_id=job.pk)
+    waited = time.monotonic() - began
+    holder.join()
+    assert recovered.status == "queued"
+    assert 0.5 < waited < 3, waited  # waited for the lock, then was let through by the cut-off
+    assert len(outcome) == 1 and isinstance(outcome[0], DatabaseError)
+    assert "idle-in-transaction timeout" in str(outcome[0])
