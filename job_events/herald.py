@@ -11,6 +11,9 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 
 import requests
@@ -22,7 +25,7 @@ from rest_framework.renderers import JSONRenderer
 
 from job_events.models import JobEvent, WebhookDelivery, WebhookEndpoint
 from job_events.notify import job_events_notify
-from job_events.selectors import webhook_endpoints_matching
+from job_events.selectors import event_type_matches, webhook_endpoints_active
 from runner_jobs import metrics
 from runner_jobs.serializers import JobEventSerializer, RunnerJobSerializer
 from workspaces.models import Workspace
@@ -32,6 +35,15 @@ SIGNATURE_HEADER = "X-Runner-Signature"
 # Kept in the log: enough of a failing endpoint's answer to see why, not a whole page.
 ERROR_BODY_CHARS = 500
 USER_AGENT = "runner-jobs-webhooks/1"
+# How long a request or task reuses a workspace's endpoints once read: the longest an endpoint
+# made or changed meanwhile waits to take effect for that writer's later events.
+ENDPOINTS_MEMO_SECONDS = 1.0
+
+# Per workspace: when its active endpoints were read and what they were; None outside a
+# ``webhook_endpoints_memo`` block, where every event reads them afresh.
+_endpoints_memo: ContextVar[dict[int, tuple[float, list[WebhookEndpoint]]] | None] = ContextVar(
+    "webhook_endpoints_memo", default=None
+)
 
 
 def webhook_secret_new() -> str:
@@ -76,13 +88,40 @@ def webhook_retry_delay(attempt: int) -> float:
     return float(min(base * random.uniform(1, 1.25), settings.RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS))
 
 
+@contextmanager
+def webhook_endpoints_memo() -> Iterator[None]:
+    """Within this block (a request, a Celery task), read each workspace's active endpoints at
+    most once per ``ENDPOINTS_MEMO_SECONDS`` instead of once per event (docs/decisions/0051)."""
+    token = _endpoints_memo.set({})
+    try:
+        yield
+    finally:
+        _endpoints_memo.reset(token)
+
+
+def _endpoints_active(workspace_id: int) -> list[WebhookEndpoint]:
+    memo = _endpoints_memo.get()
+    if memo is None:
+        return webhook_endpoints_active(workspace_id=workspace_id)
+    now = time.monotonic()
+    read = memo.get(workspace_id)
+    if read is None or now - read[0] >= ENDPOINTS_MEMO_SECONDS:
+        read = (now, webhook_endpoints_active(workspace_id=workspace_id))
+        memo[workspace_id] = read
+    return read[1]
+
+
 def webhook_deliveries_enqueue(*, event_id: int, workspace_id: int, event_type: str) -> int:
     """After an event's commit: queue one delivery task per endpoint that wants it (ids only).
     Returns how many were queued."""
     # Imported here: the task module imports this one.
     from job_events.tasks import webhook_deliver_task
 
-    endpoints = webhook_endpoints_matching(workspace_id=workspace_id, event_type=event_type)
+    endpoints = [
+        endpoint
+        for endpoint in _endpoints_active(workspace_id)
+        if event_type_matches(endpoint.event_types, event_type)
+    ]
     for endpoint in endpoints:
         webhook_deliver_task.delay(endpoint.pk, event_id)
     return len(endpoints)

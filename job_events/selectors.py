@@ -35,10 +35,9 @@ def job_events_after(*, job_id: uuid.UUID | str, after: int, limit: int) -> Even
     return EventBatch(events=events, job_ended=status in TERMINAL_STATUSES)
 
 
-def webhook_endpoints_matching(*, workspace_id: int, event_type: str) -> list[WebhookEndpoint]:
-    """The active endpoints of a workspace that subscribe to ``event_type``."""
-    endpoints = WebhookEndpoint.objects.filter(workspace_id=workspace_id, is_active=True)
-    return [e for e in endpoints if event_type_matches(e.event_types, event_type)]
+def webhook_endpoints_active(*, workspace_id: int) -> list[WebhookEndpoint]:
+    """The active endpoints of a workspace (one query; usually none)."""
+    return list(WebhookEndpoint.objects.filter(workspace_id=workspace_id, is_active=True))
 
 
 def event_type_matches(patterns: list[str], event_type: str) -> bool:

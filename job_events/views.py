@@ -14,7 +14,6 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
-from knox.auth import TokenAuthentication
 from rest_framework import mixins, viewsets
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.renderers import JSONRenderer
@@ -34,6 +33,7 @@ from job_events.serializers import (
 )
 from runner_jobs.selectors import jobs_for_user
 from runner_jobs.serializers import JobEventSerializer
+from workspaces.authentication import TokenAuthentication
 from workspaces.models import Membership
 from workspaces.selectors import workspaces_for_user
 

@@ -35,3 +35,14 @@ def test_detail_and_events_queries_do_not_grow_with_steps_and_events(client, wor
     large = (queries(client, f"{URL}{job.id}/"), queries(client, f"{URL}{job.id}/events/"))
     assert large == small
     assert small[0] <= 5 and small[1] <= 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_queries_with_its_after_commit_dispatch(client, workspace):
+    """Token, workspace, membership; the create (job, ``job.created``); the dispatch after
+    commit (lock, update, ``job.queued``); the workspace's webhook endpoints once for both
+    events; no knox sweep of expired tokens."""
+    body = {"workspace": "acme", "type": "echo", "payload": {"n": 1}}
+    with CaptureQueriesContext(connection) as captured:
+        assert client.post(URL, body, format="json").status_code == 201
+    assert len(captured) == 15, "\n".join(q["sql"][:120] for q in captured.captured_queries)

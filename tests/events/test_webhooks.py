@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from job_events import herald
 from job_events.models import JobEvent, WebhookDelivery, WebhookEndpoint
 from job_events.selectors import event_type_matches
 from job_events.tasks import webhook_deliver_task
 from runner_jobs import services
+from runner_jobs.tasks import execute_job_task
 from tests.api.conftest import token_client
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory, job_in_state
 from workspaces.models import Workspace
@@ -385,3 +388,80 @@ def test_a_rolled_back_event_is_never_delivered(receiver, eager_celery):
         services.event_append(job_id=job.pk, type="test.doomed", actor="w")
         raise RuntimeError("rollback")
     assert receiver.requests == [] and not WebhookDelivery.objects.exists()
+
+
+# --- Reading a workspace's endpoints once per request or task --------------------------------
+
+
+def endpoint_reads(captured: CaptureQueriesContext) -> int:
+    """Reads of a workspace's endpoints (a delivery reads its one endpoint by id)."""
+    return sum(
+        'FROM "job_events_webhookendpoint"' in q["sql"]
+        and '"job_events_webhookendpoint"."workspace_id" =' in q["sql"]
+        for q in captured.captured_queries
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_request_reads_the_endpoints_once_and_delivers_both_events(receiver, eager_celery):
+    acme = WorkspaceFactory(slug="acme")
+    user = UserFactory(username="alice")
+    MembershipFactory(user=user, workspace=acme, role="member")
+    endpoint_for(acme, receiver.url, ["job.*"])
+    body = {"workspace": "acme", "type": "echo", "payload": {}}
+    client = token_client(user)
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.post("/api/v1/runner-jobs/", body, format="json").status_code == 201
+
+    assert endpoint_reads(captured) == 1
+    assert [json.loads(r.body)["event"]["type"] for r in receiver.requests] == [
+        "job.created",
+        "job.queued",
+    ]
+    assert WebhookDelivery.objects.filter(succeeded=True).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_reads_the_endpoints_once_for_all_its_events(receiver, eager_celery):
+    acme = WorkspaceFactory(slug="acme")
+    endpoint_for(acme, receiver.url, ["job.completed"])
+    job = job_in_state("queued", workspace=acme)
+
+    with CaptureQueriesContext(connection) as captured:
+        execute_job_task.apply(args=[str(job.pk)])
+
+    assert endpoint_reads(captured) == 1  # job.started and job.completed
+    assert [json.loads(r.body)["event"]["type"] for r in receiver.requests] == ["job.completed"]
+
+
+@pytest.mark.django_db
+def test_an_endpoint_made_during_a_request_or_task_is_seen_within_the_memo_time(
+    receiver, eager_celery, workspace, monkeypatch
+):
+    event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
+
+    def enqueue() -> int:
+        return herald.webhook_deliveries_enqueue(
+            event_id=event.pk, workspace_id=workspace.pk, event_type=event.type
+        )
+
+    with herald.webhook_endpoints_memo():
+        assert enqueue() == 0
+        endpoint_for(workspace, receiver.url)
+        assert enqueue() == 0  # read less than ENDPOINTS_MEMO_SECONDS ago
+        monkeypatch.setattr(herald, "ENDPOINTS_MEMO_SECONDS", 0)
+        assert enqueue() == 1
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.django_db
+def test_outside_a_request_or_task_every_event_reads_the_endpoints(receiver, workspace):
+    event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
+    webhook_deliver_task.apply(args=[0, event.pk])  # a task's memo ends with the task
+    with CaptureQueriesContext(connection) as captured:
+        for _ in range(2):
+            herald.webhook_deliveries_enqueue(
+                event_id=event.pk, workspace_id=workspace.pk, event_type=event.type
+            )
+    assert endpoint_reads(captured) == 2
