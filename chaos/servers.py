@@ -4,6 +4,7 @@ stacks and by the tests that take a server away (database outage, broker down)."
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,13 @@ import psycopg
 import redis
 
 PG_BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:

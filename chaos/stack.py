@@ -16,14 +16,16 @@ from typing import Any
 
 import requests
 
-from chaos.servers import ThrowawayPostgres, ThrowawayRedis, wait_until
+from chaos.servers import ThrowawayPostgres, ThrowawayRedis, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 
-PG_PORT = int(os.environ.get("CHAOS_PG_PORT", "55432"))
-REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "56379"))
-WEB_PORT = int(os.environ.get("CHAOS_WEB_PORT", "58000"))
+# 0 (the default): a port that is free when the stack starts, so a leftover server of an
+# earlier run (or anything else) on a fixed port cannot stop the suite.
+PG_PORT = int(os.environ.get("CHAOS_PG_PORT", "0"))
+REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "0"))
+WEB_PORT = int(os.environ.get("CHAOS_WEB_PORT", "0"))
 
 LEASE_SECONDS = 6
 SWEEP_SECONDS = 2
@@ -69,6 +71,7 @@ class Stack:
         extra_env: dict[str, str] = CHAOS_ENV,
     ) -> None:
         self.name = name
+        pg_port, redis_port, web_port = (p or free_port() for p in (pg_port, redis_port, web_port))
         self.web_port = web_port
         self.base = Path(tempfile.mkdtemp(prefix=f"runner-{name}-"))
         self.logs = self.base / "logs"

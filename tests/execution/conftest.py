@@ -6,7 +6,6 @@ SIGKILL the whole of it), with short leases, sweeps and backoffs so recovery hap
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from chaos.servers import ThrowawayRedis
+from chaos.servers import ThrowawayRedis, free_port
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,13 +177,6 @@ def broker_url(url: str) -> Iterator[None]:
         yield
     finally:
         use(previous)
-
-
-def free_port() -> int:
-    """A port nothing listens on now (others' throwaway servers pick fixed ones)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
