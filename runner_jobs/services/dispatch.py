@@ -17,7 +17,7 @@ from config.celery import app as celery_app
 from runner_jobs.models import JobStatus, RunnerJob
 
 from .errors import InvalidTransitionError, JobServiceError
-from .jobs import _queue_change
+from .jobs import queue_fields
 from .locking import Change, job_update_locked
 from .transitions import require_status
 
@@ -65,7 +65,7 @@ def job_dispatch(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJob
     def plan(job: RunnerJob) -> Change:
         require_status(job.status, frozenset({JobStatus.PENDING}), "dispatch")
         job_publish(job)
-        return Change("job.queued", {}, _queue_change())
+        return Change("job.queued", {}, queue_fields())
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 

@@ -70,7 +70,8 @@ def _validate_create(type: str, payload: Any) -> JobType:
     return job_type
 
 
-def _queue_change(delay_seconds: float = 0) -> dict[str, Any]:
+def queue_fields(delay_seconds: float = 0) -> dict[str, Any]:
+    """The fields of a job entering ``queued``, due after ``delay_seconds``."""
     now = timezone.now()
     return {
         "status": S.QUEUED,
@@ -117,7 +118,7 @@ def _job_insert(
     event_record(job=job, type="job.created", actor=actor, payload=created_payload)
     metrics.job_change_observed(job=job, event_type="job.created", actor=actor, transition=True)
     if job_type.external:
-        job_write(job, Change("job.queued", {"external": True}, _queue_change()), actor)
+        job_write(job, Change("job.queued", {"external": True}, queue_fields()), actor)
     else:
         # To the broker once the row is committed, never before; if that publish fails the job
         # stays pending and the sweeper sends it. (Imported here: dispatch builds on this module.)
@@ -200,7 +201,7 @@ def job_queue(*, job_id: uuid.UUID | str, actor: str) -> RunnerJob:
     def plan(job: RunnerJob) -> Change:
         # Only a pending job is queued here; running -> queued is a retry or a recovery.
         require_status(job.status, frozenset({S.PENDING}), "queue")
-        return Change("job.queued", {}, _queue_change())
+        return Change("job.queued", {}, queue_fields())
 
     return job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
 
@@ -320,7 +321,7 @@ def job_attempt_failed(
             return _fail_change(job, error)
         transition_check(job.status, S.QUEUED)
         payload = {"attempt": job.attempts, "delay": retry_delay, "error": error}
-        fields = {**_queue_change(retry_delay), "error": error, **LEASE_CLEARED}
+        fields = {**queue_fields(retry_delay), "error": error, **LEASE_CLEARED}
         return Change("job.retry_scheduled", payload, fields)
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
@@ -394,9 +395,14 @@ def job_recover_lost(*, job_id: uuid.UUID | str, actor: str = "system") -> Runne
         if outcome == "failed":
             return _fail_change(job, WORKER_LOST_ERROR)
         payload = {"reason": "lease_expired", "attempt": job.attempts}
-        return Change("job.queued", payload, {**_queue_change(), **LEASE_CLEARED})
+        return requeue_change(payload)
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def requeue_change(payload: dict[str, Any]) -> Change:
+    """``running`` -> ``queued`` at once, the attempt's lease void (recovery, a hand-back)."""
+    return Change("job.queued", payload, {**queue_fields(), **LEASE_CLEARED})
 
 
 def job_lease_renew(*, job_id: uuid.UUID | str, lease_token: uuid.UUID | str) -> bool:

@@ -11,14 +11,14 @@ from runner_jobs.models import JobStatus, RunnerJob
 from .errors import JobInputError
 from .jobs import (
     LeaseToken,
-    _queue_change,
     job_cancel,
     job_complete,
     job_fail,
     job_queue,
     job_start,
+    requeue_change,
 )
-from .locking import LEASE_CLEARED, Change, job_lock, job_update_locked, lease_check
+from .locking import Change, job_lock, job_update_locked, lease_check
 from .transitions import require_status, transition_check
 
 S = JobStatus
@@ -36,7 +36,7 @@ def job_release(
         lease_check(job, lease_token)
         require_status(job.status, frozenset({S.RUNNING}), "release")
         payload = {"reason": "released", "attempt": job.attempts}
-        return Change("job.queued", payload, {**_queue_change(), **LEASE_CLEARED})
+        return requeue_change(payload)
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 
