@@ -3,8 +3,9 @@
 from typing import Any
 
 from chaos.stack import LEASE_SECONDS, Stack
+from runner_jobs.events import TERMINAL_EVENT_TYPES
 
-TERMINAL_EVENTS = ("job.completed", "job.failed", "job.cancelled")
+TERMINAL_EVENTS = tuple(sorted(str(t) for t in TERMINAL_EVENT_TYPES))
 
 CHECKS: dict[str, str] = {
     # Nothing is stuck: a live job older than its lease (plus a sweep) means the system lost it.

@@ -20,7 +20,6 @@ from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import CollectorRegistry, generate_latest
 
 from config.redis_client import redis_client
-from runner_jobs.metrics import RunnerJobsCollector
 
 logger = structlog.get_logger("runner_jobs.ops")
 
@@ -93,8 +92,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
-_jobs_registry = CollectorRegistry(auto_describe=False)
-_jobs_registry.register(RunnerJobsCollector())
+# Appended to /metrics after django-prometheus's own; apps register their collectors here in
+# ``AppConfig.ready`` (config imports no app).
+metrics_registry = CollectorRegistry(auto_describe=False)
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:
@@ -125,7 +125,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
             {"detail": "Not allowed to read metrics.", "code": "permission_denied"}, status=403
         )
     response = ExportToDjangoView(request)
-    response.content += generate_latest(_jobs_registry)
+    response.content += generate_latest(metrics_registry)
     return response
 
 

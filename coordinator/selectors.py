@@ -5,8 +5,8 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
+from runner_jobs.errors import JobNotFoundError
 from runner_jobs.models import RunnerJob
-from runner_jobs.services import JobNotFoundError
 from workspaces.models import Workspace
 
 from .models import CoordinatorKey

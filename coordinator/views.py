@@ -100,12 +100,8 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
             raise serializers.ValidationError({"workspace": ["No such workspace."]})
         job = services.job_create(
             workspace=workspace,
-            type=data["type"],
-            payload=data["payload"],
+            spec=JobCreateSerializer.spec(data),
             actor=self.actor,
-            priority=data["priority"],
-            agent_task_id=data["agent_task_id"],
-            max_attempts=data["max_attempts"],
         ).job
         response = self._job_response(job)
         response.status_code = status.HTTP_201_CREATED

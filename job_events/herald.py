@@ -10,7 +10,6 @@ import hmac
 import random
 import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,14 +18,13 @@ from datetime import timedelta
 import requests
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
-from job_events.models import JobEvent, WebhookDelivery, WebhookEndpoint
-from job_events.notify import job_events_notify
-from job_events.selectors import event_type_matches, webhook_endpoints_active
+from job_events.models import WebhookDelivery, WebhookEndpoint
+from job_events.selectors import webhook_endpoints_active
 from runner_jobs import metrics
+from runner_jobs.models import JobEvent
 from runner_jobs.serializers import JobEventSerializer, RunnerJobSerializer
 from workspaces.models import Workspace
 
@@ -99,7 +97,7 @@ def webhook_endpoints_memo() -> Iterator[None]:
         _endpoints_memo.reset(token)
 
 
-def _endpoints_active(workspace_id: int) -> list[WebhookEndpoint]:
+def webhook_endpoints_memoized(workspace_id: int) -> list[WebhookEndpoint]:
     memo = _endpoints_memo.get()
     if memo is None:
         return webhook_endpoints_active(workspace_id=workspace_id)
@@ -109,22 +107,6 @@ def _endpoints_active(workspace_id: int) -> list[WebhookEndpoint]:
         read = (now, webhook_endpoints_active(workspace_id=workspace_id))
         memo[workspace_id] = read
     return read[1]
-
-
-def webhook_deliveries_enqueue(*, event_id: int, workspace_id: int, event_type: str) -> int:
-    """After an event's commit: queue one delivery task per endpoint that wants it (ids only).
-    Returns how many were queued."""
-    # Imported here: the task module imports this one.
-    from job_events.tasks import webhook_deliver_task
-
-    endpoints = [
-        endpoint
-        for endpoint in _endpoints_active(workspace_id)
-        if event_type_matches(endpoint.event_types, event_type)
-    ]
-    for endpoint in endpoints:
-        webhook_deliver_task.delay(endpoint.pk, event_id)
-    return len(endpoints)
 
 
 def webhook_body(event: JobEvent) -> bytes:
@@ -193,25 +175,3 @@ def webhook_deliver(*, endpoint_id: int, event_id: int, attempt: int) -> float |
     )
     metrics.webhook_delivery_observed(succeeded=succeeded, will_retry=delay is not None)
     return delay
-
-
-def event_committed(
-    *, event_id: int, job_id: uuid.UUID, workspace_id: int, event_type: str
-) -> None:
-    """What follows an event's commit: wake its job's streams, then queue its webhooks."""
-    job_events_notify(job_id=job_id)
-    webhook_deliveries_enqueue(event_id=event_id, workspace_id=workspace_id, event_type=event_type)
-
-
-def event_committed_on_commit(event: JobEvent, workspace_id: int) -> None:
-    """Run ``event_committed`` for ``event`` once the current transaction commits.
-
-    ``robust``: the event is committed whatever happens here, so a broker or Redis outage is
-    logged, never raised into the writer (streams still find the event by polling)."""
-
-    def run() -> None:
-        event_committed(
-            event_id=event.pk, job_id=event.job_id, workspace_id=workspace_id, event_type=event.type
-        )
-
-    transaction.on_commit(run, robust=True)

@@ -1,14 +1,12 @@
 """Field rules of webhook endpoints, shared by the model (so the admin applies them) and the API."""
 
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
-# A dotted lowercase event type ("job.completed", "deploy.step-done"), or "*", or "job.*".
-EVENT_TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$")
-EVENT_TYPE_MAX_LENGTH = 64
+from runner_jobs.events import EVENT_TYPE_MAX_LENGTH, EVENT_TYPE_PATTERN
+
 EVENT_TYPES_MAX = 50
 
 webhook_url_validator = URLValidator(
@@ -26,7 +24,7 @@ def validate_event_types(value: Any) -> None:
         if (
             not isinstance(item, str)
             or len(item) > EVENT_TYPE_MAX_LENGTH
-            or not EVENT_TYPE_PATTERN.match(item)
+            or not EVENT_TYPE_PATTERN.fullmatch(item)
         ):
             raise ValidationError(
                 f"{item!r} is not an event type: use a dotted lowercase name "

@@ -25,13 +25,12 @@ from job_events import herald
 from job_events.models import WebhookEndpoint
 from job_events.notify import stream_wakeups
 from job_events.readers import stream_db
-from job_events.selectors import job_events_after
 from job_events.serializers import (
     WebhookEndpointCreatedSerializer,
     WebhookEndpointCreateSerializer,
     WebhookEndpointSerializer,
 )
-from runner_jobs.selectors import jobs_for_user
+from runner_jobs.selectors import job_events_after, jobs_for_user
 from runner_jobs.serializers import JobEventSerializer
 from workspaces.authentication import TokenAuthentication
 from workspaces.models import Membership

@@ -23,12 +23,13 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
-from job_events.models import JobEvent
 from runner_jobs import services
 from runner_jobs.admin_dashboard import dashboard_view, format_duration
 from runner_jobs.admin_paging import EstimatedCountPaginator
-from runner_jobs.models import ACTIVE_STATUSES, JobStep, RunnerJob
+from runner_jobs.events import EventType
+from runner_jobs.models import ACTIVE_STATUSES, JobEvent, JobStep, RunnerJob
 from runner_jobs.registry import job_types
+from runner_jobs.services.transitions import RETRYABLE_STATUSES
 
 # One request runs one service call per selected job; past this many, narrow the filter.
 ACTION_MAX_JOBS = 500
@@ -165,15 +166,9 @@ def _cancel(job_id: uuid.UUID, actor: str, request: HttpRequest) -> RunnerJob:
     return services.job_cancel(job_id=job_id, actor=actor)
 
 
-ALREADY_RETRIED = "It was already retried; act on its retry (linked on its page)."
-
-
 def _retry(job_id: uuid.UUID, actor: str, request: HttpRequest) -> RunnerJob:
-    # A failed job stays failed once retried; selecting it again (e.g. "all failed jobs") must
-    # not start the same work twice.
-    if RunnerJob.objects.filter(retry_of_id=job_id).exists():
-        raise services.InvalidTransitionError(ALREADY_RETRIED)
-    # The admin's views only ever run for a logged-in staff user.
+    # A job is retried once (the service's rule), so selecting it again (e.g. "all failed
+    # jobs") is skipped with the service's reason. Admin views run for logged-in staff only.
     return services.job_retry(job_id=job_id, actor=actor, created_by=cast(User, request.user))
 
 
@@ -374,7 +369,7 @@ class RunnerJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="all events")
     def all_events_link(self, job: RunnerJob) -> SafeString:
-        url = reverse("admin:job_events_jobevent_changelist")
+        url = reverse("admin:runner_jobs_jobevent_changelist")
         # ``version`` counts the job's changes, one event each: no COUNT over the events.
         return format_html(
             '<a href="{}?job={}">All {} events of this job</a>', url, job.pk, job.version
@@ -471,9 +466,7 @@ class RunnerJobAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if obj is not None and self.can_act(request):
             context["can_cancel"] = obj.status in ACTIVE_STATUSES
-            context["can_retry"] = (
-                obj.status in services.RETRYABLE_STATUSES and not obj.retries.exists()
-            )
+            context["can_retry"] = obj.status in RETRYABLE_STATUSES and not obj.retries.exists()
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
@@ -498,3 +491,41 @@ class JobStepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     ordering = ["-id"]
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    """Offered on one job's events only: across ten million events a rare type has no index to
+    find it by, so the filter would scan them all."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        if "job" not in request.GET:
+            return []
+        return [(t.value, t.value) for t in EventType]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(type=self.value())
+        return queryset
+
+
+@admin.register(JobEvent)
+class JobEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Append-only and read-only. ``?job=<id>`` lists one job's events (the job page links
+    here)."""
+
+    list_display = ["id", "job_short", "type", "actor", "timestamp"]
+    list_filter = [EventTypeFilter]
+    raw_id_fields = ["job", "step"]
+    # Newest first by id (the primary key): ordering by timestamp would sort ten million rows.
+    ordering = ["-id"]
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    list_per_page = 100
+
+    @admin.display(description="job")
+    def job_short(self, event: JobEvent) -> SafeString:
+        return job_link(event.job_id)

@@ -12,7 +12,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from runner_jobs.services import JobInputError, JobServiceError
+from runner_jobs.errors import JobInputError, JobServiceError
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 from runner_jobs import services
 from runner_jobs.models import JobStatus, JobStep, RunnerJob
 from runner_jobs.registry import job_type_get
+from runner_jobs.services.locking import job_lock
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def _message_is_work(job_id: str) -> bool:
     of finding the job still ``pending``."""
     with transaction.atomic():
         try:
-            return _should_start(services.job_lock(job_id))
+            return _should_start(job_lock(job_id))
         except services.JobNotFoundError:
             return False
 

@@ -9,8 +9,7 @@ from django import forms
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.contrib.django_filters import DjangoFilterExtension
 
-from job_events.models import JobEvent
-from runner_jobs.models import JobStatus, RunnerJob
+from runner_jobs.models import JobEvent, JobStatus, RunnerJob
 
 
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):

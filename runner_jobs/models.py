@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from workspaces.models import Workspace
 
@@ -164,3 +165,40 @@ class JobStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ordinal}. {self.name} ({self.status})"
+
+
+class JobEvent(models.Model):
+    """An append-only record of one change to a job, written by ``services.events.event_record``
+    in the transaction of the change.
+
+    ``timestamp`` is set by PostgreSQL (``STATEMENT_TIMESTAMP()``) at the INSERT, which every
+    writer runs after taking the job's row lock, so for one job (timestamp, id) order and id
+    order agree. See docs/decisions/0002-event-order.md. The table keeps the name it had when
+    the model lived in ``job_events`` (docs/decisions/0090-app-layers.md).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(
+        RunnerJob, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
+    step = models.ForeignKey(
+        JobStep,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+    )
+    type = models.CharField(max_length=64)
+    timestamp = models.DateTimeField(db_default=Now())
+    actor = models.CharField(max_length=255)
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "job_events_jobevent"
+        ordering = ["timestamp", "id"]
+        indexes = [
+            models.Index(fields=["job", "timestamp"], name="job_event_job_ts_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.id}"

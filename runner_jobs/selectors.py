@@ -1,13 +1,15 @@
 """Reads of jobs and their events. Every queryset an API user sees starts from ``jobs_for_user``,
 so another workspace's job is simply not there (a 404, never a 403)."""
 
+import uuid
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
-from job_events.models import JobEvent
-from runner_jobs.models import RunnerJob
-from runner_jobs.services import JobNotFoundError
+from runner_jobs.errors import JobNotFoundError
+from runner_jobs.models import TERMINAL_STATUSES, JobEvent, RunnerJob
 from workspaces.selectors import workspaces_for_user
 
 
@@ -38,3 +40,31 @@ def job_events_latest(*, job: RunnerJob, limit: int) -> list[JobEvent]:
 def job_events(*, job: RunnerJob) -> QuerySet[JobEvent]:
     """Every event of ``job``, oldest first."""
     return JobEvent.objects.filter(job=job).order_by("timestamp", "id")
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    events: list[JobEvent]
+    # The job had ended before ``events`` were read, so its terminal event is in this batch or
+    # an earlier one: a reader that has nothing newer left may stop.
+    job_ended: bool
+
+
+def job_events_after(*, job_id: uuid.UUID | str, after: int, limit: int) -> EventBatch:
+    """Up to ``limit`` events of ``job_id`` with an id greater than ``after``, oldest first.
+
+    "id > last seen" is a safe cursor only because one job's event ids become visible in id
+    order: every writer takes the job's row lock (the versioned UPDATE in
+    ``runner_jobs.services.locking.job_write``, or ``select_for_update``) *before* inserting its
+    event and holds it until commit, so a second writer of the same job draws its id from the
+    sequence only after the first one committed. Without that lock, ids 10 and 11 could commit
+    as 11 then 10, and a reader that saw 11 would skip 10 forever (docs/decisions/0002).
+    Events of different jobs have no such order; this never mixes jobs.
+    """
+    # Status first, events second: if the job had ended at the first read, the second one (a
+    # later snapshot) sees its terminal event.
+    status = RunnerJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    events = list(
+        JobEvent.objects.filter(job__pk=job_id, id__gt=after).order_by("timestamp", "id")[:limit]
+    )
+    return EventBatch(events=events, job_ended=status in TERMINAL_STATUSES)

@@ -1,20 +1,22 @@
 """Input and output shapes of the job APIs (consumer and coordinator). Shapes only: domain rules
 (is the type registered, is the payload small enough) belong to ``runner_jobs.services``."""
 
+import dataclasses
 from typing import Any
 
 from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from job_events.models import JobEvent
-from runner_jobs.models import JobStep, RunnerJob
+from runner_jobs.models import JobEvent, JobStep, RunnerJob
 from runner_jobs.selectors import job_events_latest
+from runner_jobs.services.jobs import JobSpec
 from workspaces.models import Workspace
 
 DETAIL_EVENTS_LIMIT = 100
 # The model's columns: a larger value would overflow them (a 500), so it is refused as input.
 MAX_ATTEMPTS_LIMIT = 100
+JOB_SPEC_FIELDS = tuple(field.name for field in dataclasses.fields(JobSpec))
 PAYLOAD_MAX_DEPTH = 64
 
 
@@ -150,3 +152,8 @@ class JobCreateSerializer(serializers.Serializer[Any]):
         if error:
             raise serializers.ValidationError(error)
         return value
+
+    @staticmethod
+    def spec(data: dict[str, Any]) -> JobSpec:
+        """The new job's fields from the validated body (every field but ``workspace``)."""
+        return JobSpec(**{name: data[name] for name in JOB_SPEC_FIELDS})

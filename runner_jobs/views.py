@@ -18,11 +18,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from job_events.models import JobEvent
 from runner_jobs import services
 from runner_jobs.filters import JobEventFilter, RunnerJobFilter
 from runner_jobs.http import if_match_version, with_etag
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.pagination import EventCursorPagination, JobCursorPagination
 from runner_jobs.selectors import job_events, job_get_for_user, jobs_for_user
 from runner_jobs.serializers import (
@@ -207,13 +206,9 @@ class RunnerJobViewSet(
         workspace = self._writable_workspace(data["workspace"])
         result = services.job_create(
             workspace=workspace,
-            type=data["type"],
-            payload=data["payload"],
+            spec=JobCreateSerializer.spec(data),
             actor=user_actor(request.user),
             created_by=request_user(request),
-            priority=data["priority"],
-            agent_task_id=data["agent_task_id"],
-            max_attempts=data["max_attempts"],
             idempotency_key=idempotency_key,
         )
         return self._job_response(

@@ -8,6 +8,8 @@ from django.contrib.auth.models import User
 
 from runner_jobs import services
 from runner_jobs.models import RunnerJob
+from runner_jobs.serializers import JOB_SPEC_FIELDS
+from runner_jobs.services.jobs import job_queue
 from workspaces.models import Membership, Workspace
 
 
@@ -45,11 +47,14 @@ def job_in_state(
     payload: dict[str, Any] | None = None,
     **create_kwargs: Any,
 ) -> RunnerJob:
-    """A job brought to ``status`` through the services, as the product would."""
+    """A job brought to ``status`` through the services, as the product would. ``create_kwargs``
+    are fields of the job's spec (priority, agent_task_id, ...) or of ``job_create``."""
+    spec_fields = {name: create_kwargs.pop(name) for name in JOB_SPEC_FIELDS & create_kwargs.keys()}
     job = services.job_create(
         workspace=workspace or WorkspaceFactory(),
-        type=type,
-        payload=payload if payload is not None else {"n": 1},
+        spec=services.JobSpec(
+            type=type, payload=payload if payload is not None else {"n": 1}, **spec_fields
+        ),
         actor="system",
         **create_kwargs,
     ).job
@@ -58,7 +63,7 @@ def job_in_state(
     # In a transaction=True test the after-commit dispatch has already queued it.
     job.refresh_from_db()
     if job.status == "pending":
-        job = services.job_queue(job_id=job.pk, actor="system")
+        job = job_queue(job_id=job.pk, actor="system")
     if status == "queued":
         return job
     if status == "cancelled":

@@ -14,23 +14,18 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from config.celery import app as celery_app
+from runner_jobs.errors import BrokerUnavailableError, InvalidTransitionError
+from runner_jobs.events import EventType
 from runner_jobs.models import JobStatus, RunnerJob
 
-from .errors import InvalidTransitionError, JobServiceError
-from .jobs import queue_fields
-from .locking import Change, job_update_locked
+from .changes import Change, queue_fields
+from .locking import job_update_locked
 from .transitions import require_status
 
 logger = logging.getLogger(__name__)
 
 EXECUTE_TASK_NAME = "runner_jobs.execute_job"
 HIGHEST_JOB_PRIORITY = 9
-
-
-class BrokerUnavailableError(JobServiceError):
-    code = "broker_unavailable"
-    status_code = 503
-    default_detail = "The broker did not accept the job's message."
 
 
 def broker_priority(priority: int) -> int:
@@ -65,7 +60,7 @@ def job_dispatch(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJob
     def plan(job: RunnerJob) -> Change:
         require_status(job.status, frozenset({JobStatus.PENDING}), "dispatch")
         job_publish(job)
-        return Change("job.queued", {}, queue_fields())
+        return Change(EventType.JOB_QUEUED, {}, queue_fields())
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 
@@ -96,7 +91,9 @@ def job_redispatch(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJ
             raise InvalidTransitionError("The job is not overdue.")
         job_publish(job)
         overdue = (timezone.now() - job.due_at).total_seconds() if job.due_at else None
-        return Change("job.redispatched", {"overdue_seconds": overdue}, {"due_at": timezone.now()})
+        return Change(
+            EventType.JOB_REDISPATCHED, {"overdue_seconds": overdue}, {"due_at": timezone.now()}
+        )
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 

@@ -5,8 +5,7 @@ changes and which event records it) run through one of the two lock helpers."""
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.conf import settings
@@ -15,28 +14,86 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from runner_jobs import metrics
+from runner_jobs.errors import (
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    JobInputError,
+)
+from runner_jobs.events import EventType
 from runner_jobs.models import JobStatus, RunnerJob
 from runner_jobs.registry import JobType, job_type_get
 from workspaces.models import Workspace
 
-from .errors import IdempotencyConflictError, InvalidTransitionError, JobInputError
-from .locking import (
+from .changes import (
     LEASE_CLEARED,
     Change,
+    LeaseToken,
+    lease_expiry,
+    lease_fields,
+    queue_fields,
+    requeue_change,
+    size_error,
+)
+from .dispatch import job_dispatch_on_commit
+from .events import event_record
+from .locking import (
     job_update_locked,
     job_update_optimistic,
     job_write,
     jobs_lock_claimable,
     lease_check,
-    lease_expiry,
-    lease_fields,
 )
 from .transitions import RETRYABLE_STATUSES, require_status, transition_check
 
 S = JobStatus
-LeaseToken = uuid.UUID | str | None
+E = EventType
 
+ALREADY_RETRIED = "It was already retried; act on its retry (its retry_of names this job)."
 WORKER_LOST_ERROR = "Worker lost: the job's lease expired while it was running."
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The fields of a new job as its creator states them: one object for the consumer's and
+    the coordinator's create, a retry (the old job's fields) and the idempotency fingerprint."""
+
+    type: str
+    payload: Any
+    priority: int = 5
+    agent_task_id: str | None = None
+    max_attempts: int | None = None
+
+    @classmethod
+    def of(cls, job: RunnerJob) -> "JobSpec":
+        """The spec ``job`` was made from (what a retry repeats)."""
+        return cls(
+            type=job.type,
+            payload=job.payload,
+            priority=job.priority,
+            agent_task_id=job.agent_task_id,
+            max_attempts=job.max_attempts,
+        )
+
+    def fingerprint(self, workspace: Workspace) -> str:
+        """What tells a repeat of an idempotent create from a different body."""
+        fields = {"workspace": workspace.slug, **asdict(self)}
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def job_type(self) -> JobType:
+        """Domain checks on the new job's input; its registered type."""
+        job_type = job_type_get(self.type)
+        errors: dict[str, list[str]] = {}
+        if job_type is None:
+            errors["type"] = [f"Unknown job type {self.type!r}."]
+        if not isinstance(self.payload, dict):
+            errors["payload"] = ["Must be a JSON object."]
+        elif error := size_error(self.payload, limit=settings.RUNNER_MAX_PAYLOAD_BYTES):
+            errors["payload"] = [error]
+        if errors:
+            raise JobInputError(errors)
+        assert job_type is not None
+        return job_type
 
 
 @dataclass(frozen=True)
@@ -45,51 +102,12 @@ class JobCreateResult:
     created: bool
 
 
-def _payload_size(payload: Any) -> int:
-    return len(json.dumps(payload, separators=(",", ":")).encode())
-
-
-def _fingerprint(**fields: Any) -> str:
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _validate_create(type: str, payload: Any) -> JobType:
-    """Domain checks on a new job's input; returns its registered type."""
-    job_type = job_type_get(type)
-    errors: dict[str, list[str]] = {}
-    if job_type is None:
-        errors["type"] = [f"Unknown job type {type!r}."]
-    if not isinstance(payload, dict):
-        errors["payload"] = ["Must be a JSON object."]
-    elif _payload_size(payload) > settings.RUNNER_MAX_PAYLOAD_BYTES:
-        errors["payload"] = [f"Must be at most {settings.RUNNER_MAX_PAYLOAD_BYTES} bytes as JSON."]
-    if errors:
-        raise JobInputError(errors)
-    assert job_type is not None
-    return job_type
-
-
-def queue_fields(delay_seconds: float = 0) -> dict[str, Any]:
-    """The fields of a job entering ``queued``, due after ``delay_seconds``."""
-    now = timezone.now()
-    return {
-        "status": S.QUEUED,
-        "queued_at": now,
-        "due_at": now + timedelta(seconds=delay_seconds),
-    }
-
-
 def _job_insert(
     *,
     workspace: Workspace,
-    job_type: JobType,
-    payload: dict[str, Any],
+    spec: JobSpec,
     actor: str,
     created_by: User | None,
-    priority: int,
-    agent_task_id: str | None,
-    max_attempts: int,
     retry_of: RunnerJob | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
@@ -97,33 +115,30 @@ def _job_insert(
 ) -> RunnerJob:
     """Insert a job and its ``job.created`` event; an external type is queued at once (a second
     change with its own event), since no broker is involved."""
-    from job_events.services import event_record
-
+    job_type = spec.job_type()
     job = RunnerJob.objects.create(
         id=job_id or uuid.uuid4(),
         workspace=workspace,
         type=job_type.name,
-        payload=payload,
-        priority=priority,
-        agent_task_id=agent_task_id,
-        max_attempts=max_attempts,
+        payload=spec.payload,
+        priority=spec.priority,
+        agent_task_id=spec.agent_task_id,
+        max_attempts=spec.max_attempts or job_type.max_attempts,
         retry_of=retry_of,
         created_by=created_by,
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
     )
-    created_payload: dict[str, Any] = {"type": job_type.name, "priority": priority}
+    created_payload: dict[str, Any] = {"type": job_type.name, "priority": spec.priority}
     if retry_of is not None:
         created_payload["retry_of"] = str(retry_of.pk)
-    event_record(job=job, type="job.created", actor=actor, payload=created_payload)
-    metrics.job_change_observed(job=job, event_type="job.created", actor=actor, transition=True)
+    event_record(job=job, type=E.JOB_CREATED, actor=actor, payload=created_payload)
+    metrics.job_change_observed(job=job, event_type=E.JOB_CREATED, actor=actor, transition=True)
     if job_type.external:
-        job_write(job, Change("job.queued", {"external": True}, queue_fields()), actor)
+        job_write(job, Change(E.JOB_QUEUED, {"external": True}, queue_fields()), actor)
     else:
         # To the broker once the row is committed, never before; if that publish fails the job
-        # stays pending and the sweeper sends it. (Imported here: dispatch builds on this module.)
-        from .dispatch import job_dispatch_on_commit
-
+        # stays pending and the sweeper sends it.
         new_job_id = job.pk
         transaction.on_commit(lambda: job_dispatch_on_commit(job_id=new_job_id), robust=True)
     return job
@@ -132,13 +147,9 @@ def _job_insert(
 def job_create(
     *,
     workspace: Workspace,
-    type: str,
-    payload: Any,
+    spec: JobSpec,
     actor: str,
     created_by: User | None = None,
-    priority: int = 5,
-    agent_task_id: str | None = None,
-    max_attempts: int | None = None,
     idempotency_key: str | None = None,
 ) -> JobCreateResult:
     """Create a job (``pending``, or ``queued`` for an external type) with its event.
@@ -146,17 +157,10 @@ def job_create(
     With an ``idempotency_key`` a repeat from the same user returns the first job
     (``created=False``); the same key with a different body raises ``IdempotencyConflictError``.
     """
-    job_type = _validate_create(type, payload)
+    spec.job_type()
     fingerprint = ""
     if idempotency_key:
-        fingerprint = _fingerprint(
-            workspace=workspace.slug,
-            type=type,
-            payload=payload,
-            priority=priority,
-            agent_task_id=agent_task_id,
-            max_attempts=max_attempts,
-        )
+        fingerprint = spec.fingerprint(workspace)
         existing = RunnerJob.objects.filter(
             created_by=created_by, idempotency_key=idempotency_key
         ).first()
@@ -166,13 +170,9 @@ def job_create(
         with transaction.atomic():
             job = _job_insert(
                 workspace=workspace,
-                job_type=job_type,
-                payload=payload,
+                spec=spec,
                 actor=actor,
                 created_by=created_by,
-                priority=priority,
-                agent_task_id=agent_task_id,
-                max_attempts=max_attempts or job_type.max_attempts,
                 idempotency_key=idempotency_key or None,
                 fingerprint=fingerprint,
             )
@@ -201,7 +201,7 @@ def job_queue(*, job_id: uuid.UUID | str, actor: str) -> RunnerJob:
     def plan(job: RunnerJob) -> Change:
         # Only a pending job is queued here; running -> queued is a retry or a recovery.
         require_status(job.status, frozenset({S.PENDING}), "queue")
-        return Change("job.queued", {}, queue_fields())
+        return Change(E.JOB_QUEUED, {}, queue_fields())
 
     return job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
 
@@ -215,7 +215,7 @@ def _start_change(job: RunnerJob, worker: str) -> Change:
         "started_at": timezone.now(),
         **lease_fields(worker),
     }
-    return Change("job.started", {"attempt": attempt, "worker": worker}, fields)
+    return Change(E.JOB_STARTED, {"attempt": attempt, "worker": worker}, fields)
 
 
 def job_start(*, job_id: uuid.UUID | str, actor: str, worker: str) -> RunnerJob:
@@ -255,7 +255,7 @@ def job_progress_update(
         if message:
             payload["message"] = message
         return Change(
-            "job.progress", payload, {"progress": stored, "lease_expires_at": lease_expiry()}
+            E.JOB_PROGRESS, payload, {"progress": stored, "lease_expires_at": lease_expiry()}
         )
 
     return job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
@@ -276,7 +276,7 @@ def job_complete(
             "completed_at": timezone.now(),
             **LEASE_CLEARED,
         }
-        return Change("job.completed", {"attempt": job.attempts}, fields)
+        return Change(E.JOB_COMPLETED, {"attempt": job.attempts}, fields)
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 
@@ -289,7 +289,7 @@ def _fail_change(job: RunnerJob, error: str) -> Change:
         "completed_at": timezone.now(),
         **LEASE_CLEARED,
     }
-    return Change("job.failed", {"error": error, "attempt": job.attempts}, fields)
+    return Change(E.JOB_FAILED, {"error": error, "attempt": job.attempts}, fields)
 
 
 def job_fail(
@@ -322,7 +322,7 @@ def job_attempt_failed(
         transition_check(job.status, S.QUEUED)
         payload = {"attempt": job.attempts, "delay": retry_delay, "error": error}
         fields = {**queue_fields(retry_delay), "error": error, **LEASE_CLEARED}
-        return Change("job.retry_scheduled", payload, fields)
+        return Change(E.JOB_RETRY_SCHEDULED, payload, fields)
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 
@@ -336,7 +336,7 @@ def job_cancel(
     def plan(job: RunnerJob) -> Change:
         transition_check(job.status, S.CANCELLED)
         fields = {"status": S.CANCELLED, "completed_at": timezone.now(), **LEASE_CLEARED}
-        return Change("job.cancelled", {"from": job.status}, fields)
+        return Change(E.JOB_CANCELLED, {"from": job.status}, fields)
 
     return job_update_optimistic(
         job_id=job_id, plan=plan, actor=actor, expected_version=expected_version
@@ -351,33 +351,35 @@ def job_retry(
     expected_version: int | None = None,
 ) -> RunnerJob:
     """Make a new job from a failed or cancelled one (same type, payload, priority,
-    ``retry_of`` set); the old job gets ``job.retried`` naming the new one."""
+    ``retry_of`` set); the old job gets ``job.retried`` naming the new one.
+
+    A job is retried once: decided under the old job's row lock, so of two racing retries (API,
+    admin, anyone) exactly one makes a new job and the other gets ``InvalidTransitionError``."""
     new_id = uuid.uuid4()
     created: list[RunnerJob] = []
 
     def plan(old: RunnerJob) -> Change:
         require_status(old.status, RETRYABLE_STATUSES, "retry")
-        job_type = _validate_create(old.type, old.payload)
+        if old.retries.exists():
+            raise InvalidTransitionError(ALREADY_RETRIED)
+        spec = JobSpec.of(old)
+        spec.job_type()
 
         def insert_new(old: RunnerJob) -> None:
             created.append(
                 _job_insert(
                     job_id=new_id,
                     workspace=old.workspace,
-                    job_type=job_type,
-                    payload=old.payload,
+                    spec=spec,
                     actor=actor,
                     created_by=created_by,
-                    priority=old.priority,
-                    agent_task_id=old.agent_task_id,
-                    max_attempts=old.max_attempts,
                     retry_of=old,
                 )
             )
 
-        return Change("job.retried", {"retry_job_id": str(new_id)}, extra=insert_new)
+        return Change(E.JOB_RETRIED, {"retry_job_id": str(new_id)}, extra=insert_new)
 
-    job_update_optimistic(job_id=job_id, plan=plan, actor=actor, expected_version=expected_version)
+    job_update_locked(job_id=job_id, plan=plan, actor=actor, expected_version=expected_version)
     return created[-1]
 
 
@@ -398,11 +400,6 @@ def job_recover_lost(*, job_id: uuid.UUID | str, actor: str = "system") -> Runne
         return requeue_change(payload)
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
-
-
-def requeue_change(payload: dict[str, Any]) -> Change:
-    """``running`` -> ``queued`` at once, the attempt's lease void (recovery, a hand-back)."""
-    return Change("job.queued", payload, {**queue_fields(), **LEASE_CLEARED})
 
 
 def job_lease_renew(*, job_id: uuid.UUID | str, lease_token: uuid.UUID | str) -> bool:

@@ -16,68 +16,29 @@ See docs/decisions/0001-locking.md.
 import random
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from job_events.services import event_record
 from runner_jobs import metrics
-from runner_jobs.models import JobStep, RunnerJob
-
-from .errors import (
+from runner_jobs.errors import (
     ConcurrentUpdateError,
     JobNotFoundError,
     PreconditionFailedError,
     StaleLeaseError,
 )
+from runner_jobs.models import RunnerJob
+
+from .changes import Change, LeaseToken, Plan
+from .events import event_record
 
 OPTIMISTIC_ATTEMPTS = 3
 OPTIMISTIC_BACKOFF_BASE_SECONDS = 0.01
 
 
-@dataclass
-class Change:
-    """What one write does to a job: new field values and the one event that records it.
-
-    ``extra`` writes rows that belong with the change (a step, a retry's new job) after the
-    job's row is locked; it may return the step the event is about. ``on_commit`` runs after
-    the transaction commits (dispatch, notifications), never before.
-    """
-
-    event_type: str
-    event_payload: dict[str, Any] = field(default_factory=dict)
-    fields: dict[str, Any] = field(default_factory=dict)
-    extra: Callable[[RunnerJob], JobStep | None] | None = None
-    on_commit: Callable[[], None] | None = None
-
-
-Plan = Callable[[RunnerJob], Change]
-
-
-def lease_fields(worker: str) -> dict[str, Any]:
-    """A fresh lease for a new attempt."""
-    return {
-        "lease_token": uuid.uuid4(),
-        "lease_owner": worker,
-        "lease_expires_at": lease_expiry(),
-    }
-
-
-def lease_expiry() -> Any:
-    return timezone.now() + timedelta(seconds=settings.RUNNER_JOB_LEASE_SECONDS)
-
-
-LEASE_CLEARED: dict[str, Any] = {"lease_token": None, "lease_expires_at": None}
-
-
-def lease_check(job: RunnerJob, lease_token: uuid.UUID | str | None) -> None:
+def lease_check(job: RunnerJob, lease_token: LeaseToken) -> None:
     """Fencing: a report that names a lease must name the current one.
 
     A report without a token is not fenced (an operator's or a simple coordinator's call); one

@@ -6,19 +6,18 @@ import uuid
 
 from django.db import transaction
 
+from runner_jobs.errors import JobInputError
 from runner_jobs.models import JobStatus, RunnerJob
 
-from .errors import JobInputError
+from .changes import Change, LeaseToken, requeue_change
 from .jobs import (
-    LeaseToken,
     job_cancel,
     job_complete,
     job_fail,
     job_queue,
     job_start,
-    requeue_change,
 )
-from .locking import Change, job_lock, job_update_locked, lease_check
+from .locking import job_lock, job_update_locked, lease_check
 from .transitions import require_status, transition_check
 
 S = JobStatus

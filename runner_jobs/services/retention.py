@@ -15,8 +15,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from job_events.models import JobEvent
-from runner_jobs.models import TERMINAL_STATUSES, JobStep, RunnerJob
+from runner_jobs.models import TERMINAL_STATUSES, JobEvent, JobStep, RunnerJob
 
 PRUNE_BATCH_SIZE = 500
 

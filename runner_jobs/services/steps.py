@@ -1,14 +1,20 @@
 """Steps and custom events of a job. They change no status, but each still goes through the
 job's versioned UPDATE, so its event is ordered with every other write to the job."""
 
-import json
-import re
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
+from runner_jobs.errors import InvalidTransitionError, JobInputError, StepNotFoundError
+from runner_jobs.events import (
+    CUSTOM_EVENT_TYPE,
+    EVENT_TYPE_MAX_LENGTH,
+    RESERVED_EVENT_PREFIXES,
+    EventType,
+)
 from runner_jobs.models import (
     STEP_FINISHED_STATUSES,
     TERMINAL_STATUSES,
@@ -19,22 +25,16 @@ from runner_jobs.models import (
     StepStatus,
 )
 
-from .errors import InvalidTransitionError, JobInputError, StepNotFoundError
-from .locking import Change, job_update_optimistic, lease_check, lease_expiry
+from .changes import Change, LeaseToken, lease_expiry, size_error
+from .locking import job_update_optimistic, lease_check
 from .transitions import require_status
 
-LeaseToken = uuid.UUID | str | None
-
-CUSTOM_EVENT_TYPE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
-CUSTOM_EVENT_TYPE_MAX_LENGTH = 64
 CUSTOM_EVENT_MAX_PAYLOAD_BYTES = 64 * 1024
-# Lifecycle events are written by the service layer only; a coordinator cannot forge them.
-RESERVED_EVENT_PREFIXES = ("job.", "step.")
 
 STEP_FINISH_EVENTS = {
-    StepStatus.COMPLETED: "step.completed",
-    StepStatus.FAILED: "step.failed",
-    StepStatus.SKIPPED: "step.skipped",
+    StepStatus.COMPLETED: EventType.STEP_COMPLETED,
+    StepStatus.FAILED: EventType.STEP_FAILED,
+    StepStatus.SKIPPED: EventType.STEP_SKIPPED,
 }
 RUNNING_ONLY = frozenset({JobStatus.RUNNING})
 NOT_TERMINAL = frozenset(set(JobStatus) - TERMINAL_STATUSES)
@@ -72,7 +72,7 @@ def step_start(
         require_status(job.status, RUNNING_ONLY, "start a step of")
         steps.clear()
         return Change(
-            "step.started",
+            EventType.STEP_STARTED,
             {"name": name, "phase": phase},
             {"lease_expires_at": lease_expiry()},
             extra=create_step,
@@ -106,6 +106,9 @@ def step_finish(
         if step.status in STEP_FINISHED_STATUSES:
             raise InvalidTransitionError(f"The step is already {step.status}.")
         step.output += output
+        # The step's whole output, as stored, is held to the payload limit.
+        if error := size_error(step.output, limit=settings.RUNNER_MAX_PAYLOAD_BYTES):
+            raise JobInputError({"output": [error]})
         if status != StepStatus.RUNNING:
             step.status = status
             step.completed_at = timezone.now()
@@ -117,7 +120,7 @@ def step_finish(
     def plan(job: RunnerJob) -> Change:
         lease_check(job, lease_token)
         require_status(job.status, RUNNING_ONLY, "report a step of")
-        event_type = STEP_FINISH_EVENTS.get(StepStatus(status), "step.output")
+        event_type = STEP_FINISH_EVENTS.get(StepStatus(status), EventType.STEP_OUTPUT)
         payload: dict[str, Any] = {"step": step.ordinal, "name": step.name, "status": status}
         if output:
             payload["output"] = output
@@ -140,8 +143,8 @@ def event_append(
     the job's version like any change, which keeps one job's events in order."""
     errors: dict[str, list[str]] = {}
     if (
-        len(type) > CUSTOM_EVENT_TYPE_MAX_LENGTH
-        or not CUSTOM_EVENT_TYPE.match(type)
+        len(type) > EVENT_TYPE_MAX_LENGTH
+        or not CUSTOM_EVENT_TYPE.fullmatch(type)
         or type.startswith(RESERVED_EVENT_PREFIXES)
     ):
         errors["type"] = [
@@ -151,8 +154,8 @@ def event_append(
     payload = payload if payload is not None else {}
     if not isinstance(payload, dict):
         errors["payload"] = ["Must be a JSON object."]
-    elif len(json.dumps(payload).encode()) > CUSTOM_EVENT_MAX_PAYLOAD_BYTES:
-        errors["payload"] = [f"Must be at most {CUSTOM_EVENT_MAX_PAYLOAD_BYTES} bytes as JSON."]
+    elif error := size_error(payload, limit=CUSTOM_EVENT_MAX_PAYLOAD_BYTES):
+        errors["payload"] = [error]
     if errors:
         raise JobInputError(errors)
     step = None

@@ -18,17 +18,16 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from runner_jobs import metrics
+from runner_jobs.errors import BrokerUnavailableError, InvalidTransitionError
 from runner_jobs.models import JobStatus, RunnerJob
 from runner_jobs.registry import job_types
 
 from .dispatch import (
-    BrokerUnavailableError,
     job_dispatch,
     job_publish,
     job_redispatch,
     redispatch_cutoff,
 )
-from .errors import InvalidTransitionError
 from .jobs import job_recover_lost
 
 logger = logging.getLogger(__name__)

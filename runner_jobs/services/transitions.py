@@ -1,8 +1,7 @@
 """The state machine, as data. ``TRANSITIONS`` is the only place that says which moves exist."""
 
+from runner_jobs.errors import InvalidTransitionError
 from runner_jobs.models import JobStatus
-
-from .errors import InvalidTransitionError
 
 S = JobStatus
 

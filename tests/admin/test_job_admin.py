@@ -8,11 +8,11 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
-from job_events.models import JobEvent
 from runner_jobs import admin as job_admin
 from runner_jobs import services
 from runner_jobs.admin_dashboard import format_duration
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
+from runner_jobs.services.jobs import ALREADY_RETRIED
 from tests.admin.conftest import staff_client
 from tests.factories import WorkspaceFactory, job_in_state
 
@@ -46,7 +46,7 @@ def snapshot(job: RunnerJob) -> tuple:
 
 @pytest.mark.parametrize(
     "url",
-    [CHANGELIST, f"{CHANGELIST}dashboard/", "/admin/job_events/jobevent/"],
+    [CHANGELIST, f"{CHANGELIST}dashboard/", "/admin/runner_jobs/jobevent/"],
 )
 def test_non_staff_and_anonymous_are_sent_to_login(non_staff_client, url):
     for client in (non_staff_client, Client()):
@@ -203,9 +203,9 @@ def test_job_page_bounds_the_events_and_links_to_all(admin_client_bob, monkeypat
     latest = JobEvent.objects.filter(job=job).order_by("-timestamp", "-id")
     assert shown == list(latest[: job_admin.LATEST_EVENTS_SHOWN])
     body = response.content.decode()
-    assert f"/admin/job_events/jobevent/?job={job.pk}" in body
+    assert f"/admin/runner_jobs/jobevent/?job={job.pk}" in body
     assert f"All {job.version} events of this job" in body
-    all_events = admin_client_bob.get("/admin/job_events/jobevent/", {"job": str(job.pk)})
+    all_events = admin_client_bob.get("/admin/runner_jobs/jobevent/", {"job": str(job.pk)})
     assert all_events.status_code == 200
     assert len(all_events.context["cl"].result_list) == job.version == 63
 
@@ -324,12 +324,12 @@ def test_step_and_event_lists(admin_client_bob):
     services.step_start(job_id=job.pk, name="fetch", phase="setup", actor="worker")
     assert admin_client_bob.get("/admin/runner_jobs/jobstep/").status_code == 200
     events = admin_client_bob.get(
-        "/admin/job_events/jobevent/", {"job": str(job.pk), "type": "job.started"}
+        "/admin/runner_jobs/jobevent/", {"job": str(job.pk), "type": "job.started"}
     )
     assert [e.type for e in events.context["cl"].result_list] == ["job.started"]
     assert str(job.pk)[:8] in events.content.decode()
     assert "?job=" in events.content.decode()  # the type filter, offered for one job's events
-    unfiltered = admin_client_bob.get("/admin/job_events/jobevent/")
+    unfiltered = admin_client_bob.get("/admin/runner_jobs/jobevent/")
     assert "type=job.started" not in unfiltered.content.decode()
 
 
@@ -354,10 +354,10 @@ def test_a_job_is_retried_once_from_the_admin(admin_client_bob):
     before = snapshot(job)
     response = admin_client_bob.post(f"{CHANGELIST}{job.pk}/retry/")
     assert response["Location"] == change_url(job)
-    assert messages_of(response) == [f"Skipped 1 job: {job_admin.ALREADY_RETRIED}"]
+    assert messages_of(response) == [f"Skipped 1 job: {ALREADY_RETRIED}"]
     admin_client_bob.get(CHANGELIST)  # shows (and so clears) the pending messages
     again = run_action(admin_client_bob, "retry_selected", [job])
-    assert messages_of(again) == [f"Skipped 1 job: {job_admin.ALREADY_RETRIED}"]
+    assert messages_of(again) == [f"Skipped 1 job: {ALREADY_RETRIED}"]
     assert RunnerJob.objects.filter(retry_of=job).count() == 1
     assert snapshot(job) == before
 

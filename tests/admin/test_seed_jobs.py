@@ -4,8 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count, F
 
-from job_events.models import JobEvent
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,7 @@ import json
 import pytest
 from django.test import override_settings
 
-from job_events.models import JobEvent
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from tests.api.conftest import token_client
 from tests.factories import MembershipFactory, UserFactory
 

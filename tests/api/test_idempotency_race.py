@@ -4,8 +4,7 @@ from collections import Counter
 
 import pytest
 
-from job_events.models import JobEvent
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from tests.api.conftest import token_client
 from tests.runner_jobs.test_concurrency import race
 

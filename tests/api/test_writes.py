@@ -2,8 +2,7 @@
 
 import pytest
 
-from job_events.models import JobEvent
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from tests.factories import job_in_state
 
 URL = "/api/v1/runner-jobs/"

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from job_events.models import JobEvent
-from runner_jobs.models import JobStep, RunnerJob
+from runner_jobs.models import JobEvent, JobStep, RunnerJob
 from tests.coordinator.conftest import BASE
 from tests.factories import WorkspaceFactory, job_in_state
 

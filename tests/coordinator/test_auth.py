@@ -9,8 +9,7 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from coordinator.models import CoordinatorKey
-from job_events.models import JobEvent
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from tests.coordinator.conftest import BASE, key_client, make_key
 from tests.factories import WorkspaceFactory, job_in_state
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
+from runner_jobs.services.jobs import job_recover_lost
 from tests.coordinator.conftest import BASE, key_client, make_key
 from tests.factories import WorkspaceFactory, job_in_state
 from tests.runner_jobs.test_concurrency import race
@@ -54,7 +54,9 @@ def test_ten_claimers_over_two_hundred_jobs_claim_each_exactly_once():
     workspace = WorkspaceFactory()
     jobs = [
         services.job_create(
-            workspace=workspace, type="agent-task", payload={"n": n}, actor="system"
+            workspace=workspace,
+            spec=services.JobSpec(type="agent-task", payload={"n": n}),
+            actor="system",
         ).job
         for n in range(200)
     ]
@@ -108,7 +110,7 @@ def test_stale_claimer_cannot_complete_after_the_sweeper_requeued_its_job():
     old_lease = claim(first)
     # The first claimer goes quiet past its lease; the sweeper requeues the job.
     RunnerJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(1))
-    services.job_recover_lost(job_id=job.pk)
+    job_recover_lost(job_id=job.pk)
     new_lease = claim(second)
     assert new_lease != old_lease
 

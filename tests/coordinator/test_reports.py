@@ -5,9 +5,8 @@ import uuid
 
 import pytest
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from tests.factories import job_in_state
 
 pytestmark = pytest.mark.django_db

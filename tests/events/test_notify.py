@@ -3,7 +3,7 @@
 import pytest
 
 from job_events import notify
-from job_events.models import JobEvent
+from runner_jobs.models import JobEvent
 from tests.factories import job_in_state
 
 

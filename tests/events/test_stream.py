@@ -6,9 +6,8 @@ import time
 import pytest
 from django.test import Client
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from tests.events.conftest import SSE, StreamThread, sse_read
 from tests.factories import UserFactory, WorkspaceFactory, job_in_state
 from workspaces.models import Workspace
@@ -51,7 +50,7 @@ def test_stream_follows_a_job_run_by_a_real_worker_from_start_to_end(
 ):
     start_worker(beat=False)
     job = services.job_create(
-        workspace=acme(), type=job_type, payload=payload, actor="user:alice"
+        workspace=acme(), spec=services.JobSpec(type=job_type, payload=payload), actor="user:alice"
     ).job
     result = sse_read(stream_url(live_asgi, job), token, timeout=60)
 

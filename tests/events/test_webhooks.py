@@ -17,11 +17,12 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from job_events import herald
-from job_events.models import JobEvent, WebhookDelivery, WebhookEndpoint
-from job_events.selectors import event_type_matches
+from job_events import herald, listeners
+from job_events.models import WebhookDelivery, WebhookEndpoint
 from job_events.tasks import webhook_deliver_task
 from runner_jobs import services
+from runner_jobs.events import event_type_matches
+from runner_jobs.models import JobEvent
 from runner_jobs.tasks import execute_job_task
 from tests.api.conftest import token_client
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory, job_in_state
@@ -442,7 +443,7 @@ def test_an_endpoint_made_during_a_request_or_task_is_seen_within_the_memo_time(
     event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
 
     def enqueue() -> int:
-        return herald.webhook_deliveries_enqueue(
+        return listeners.webhook_deliveries_enqueue(
             event_id=event.pk, workspace_id=workspace.pk, event_type=event.type
         )
 
@@ -461,7 +462,7 @@ def test_outside_a_request_or_task_every_event_reads_the_endpoints(receiver, wor
     webhook_deliver_task.apply(args=[0, event.pk])  # a task's memo ends with the task
     with CaptureQueriesContext(connection) as captured:
         for _ in range(2):
-            herald.webhook_deliveries_enqueue(
+            listeners.webhook_deliveries_enqueue(
                 event_id=event.pk, workspace_id=workspace.pk, event_type=event.type
             )
     assert endpoint_reads(captured) == 2

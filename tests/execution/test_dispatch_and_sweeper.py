@@ -10,11 +10,11 @@ from django.db import connection
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.services import sweeper
-from runner_jobs.services.dispatch import job_dispatch_on_commit
+from runner_jobs.services.dispatch import broker_priority, job_dispatch_on_commit
+from runner_jobs.services.jobs import WORKER_LOST_ERROR
 from tests.execution.conftest import broker_url
 from tests.factories import WorkspaceFactory, job_in_state
 
@@ -70,7 +70,7 @@ class TestDispatch:
 
     @pytest.mark.parametrize(("ours", "kombus"), [(9, 0), (5, 4), (0, 9)])
     def test_priority_mapping(self, ours, kombus):
-        assert services.broker_priority(ours) == kombus
+        assert broker_priority(ours) == kombus
 
     @pytest.mark.parametrize("status", ["queued", "running", "completed", "cancelled"])
     def test_a_job_that_is_not_pending_is_refused_and_nothing_is_sent(self, status):
@@ -101,9 +101,11 @@ class TestDispatch:
     ):
         workspace = WorkspaceFactory()
         with django_capture_on_commit_callbacks(execute=True):
-            echo = services.job_create(workspace=workspace, type="echo", payload={}, actor="u")
+            echo = services.job_create(
+                workspace=workspace, spec=services.JobSpec(type="echo", payload={}), actor="u"
+            )
             external = services.job_create(
-                workspace=workspace, type="agent-task", payload={}, actor="u"
+                workspace=workspace, spec=services.JobSpec(type="agent-task", payload={}), actor="u"
             )
             # Nothing is sent before the commit.
             assert queued_messages() == {}
@@ -209,7 +211,7 @@ class TestSweep:
         last_attempt.refresh_from_db()
         assert (last_attempt.status, last_attempt.error) == (
             "failed",
-            services.WORKER_LOST_ERROR,
+            WORKER_LOST_ERROR,
         )
         assert snapshot(external)[0] == "queued"
         assert snapshot(alive) == before

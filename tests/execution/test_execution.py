@@ -10,10 +10,11 @@ from celery.exceptions import TimeLimitExceeded
 from django.db import connection, transaction
 from django.utils import timezone
 
-from job_events.models import JobEvent
 from runner_jobs import execution, services
 from runner_jobs.execution import TransientJobError, backoff_delay, job_execute
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
+from runner_jobs.services.jobs import job_queue
+from runner_jobs.services.locking import job_lock
 from runner_jobs.tasks import execute_job_task, sweep_task
 from tests.execution import handlers
 from tests.execution.conftest import broker_url
@@ -184,10 +185,10 @@ class TestWhileRunning:
 
         def dispatching() -> None:
             with transaction.atomic():
-                services.job_lock(job.pk)
+                job_lock(job.pk)
                 locked.set()
                 done.wait(0.5)  # the message is out; the worker is already asking
-                services.job_queue(job_id=job.pk, actor="system")
+                job_queue(job_id=job.pk, actor="system")
             connection.close()
 
         dispatcher = threading.Thread(target=dispatching)

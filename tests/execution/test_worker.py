@@ -9,9 +9,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.services.dispatch import job_publish
 from tests.execution.conftest import (
     TEST_LEASE_SECONDS,
@@ -25,9 +24,11 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-def create(workspace, type: str, payload: dict, **kwargs) -> RunnerJob:
+def create(workspace, type: str, payload: dict, **spec_fields) -> RunnerJob:
     return services.job_create(
-        workspace=workspace, type=type, payload=payload, actor="user:alice", **kwargs
+        workspace=workspace,
+        spec=services.JobSpec(type=type, payload=payload, **spec_fields),
+        actor="user:alice",
     ).job
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.db import connection
 
-from job_events.models import JobEvent
+from runner_jobs.models import JobEvent
 from tests.factories import WorkspaceFactory, job_in_state
 
 pytestmark = pytest.mark.django_db

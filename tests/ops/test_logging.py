@@ -66,7 +66,9 @@ def test_job_writes_log_job_workspace_and_actor(json_logs, django_capture_on_com
         structlog.contextvars.bound_contextvars(request_id="req-abcdefgh"),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        job = services.job_create(workspace=ws, type="agent-task", payload={}, actor="user:alice")
+        job = services.job_create(
+            workspace=ws, spec=services.JobSpec(type="agent-task", payload={}), actor="user:alice"
+        )
     lines = [entry for entry in json_logs() if entry["logger"] == "runner_jobs.jobs"]
     assert [(entry["event"], entry["event_type"]) for entry in lines] == [
         ("job_transition", "job.created"),
@@ -88,7 +90,9 @@ def test_console_format_in_development():
 
 def test_reports_are_logged_at_debug(json_logs, django_capture_on_commit_callbacks):
     job = services.job_create(
-        workspace=WorkspaceFactory(), type="agent-task", payload={}, actor="t"
+        workspace=WorkspaceFactory(),
+        spec=services.JobSpec(type="agent-task", payload={}),
+        actor="t",
     )
     with django_capture_on_commit_callbacks(execute=True):
         services.event_append(job_id=job.job.pk, type="agent.note", actor="coordinator:k")

@@ -11,6 +11,7 @@ from config.redis_client import redis_client
 from runner_jobs import metrics, services
 from runner_jobs.models import RunnerJob
 from runner_jobs.services import locking
+from runner_jobs.services.jobs import job_recover_lost
 from tests.factories import WorkspaceFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("metrics_reset")]
@@ -32,11 +33,13 @@ def known_sequence() -> None:
     ws = WorkspaceFactory()
 
     def agent_task() -> RunnerJob:
-        return services.job_create(workspace=ws, type="agent-task", payload={}, actor="t").job
+        return services.job_create(
+            workspace=ws, spec=services.JobSpec(type="agent-task", payload={}), actor="t"
+        ).job
 
     done, lost, cancelled = agent_task(), agent_task(), agent_task()
     # An echo job is dispatched after its commit: pending -> queued on the (real) broker.
-    services.job_create(workspace=ws, type="echo", payload={}, actor="t")
+    services.job_create(workspace=ws, spec=services.JobSpec(type="echo", payload={}), actor="t")
 
     started = services.job_start(job_id=done.pk, actor="w", worker="w1")
     services.job_complete(job_id=done.pk, result={}, actor="w", lease_token=started.lease_token)
@@ -47,7 +50,7 @@ def known_sequence() -> None:
         services.job_progress_update(
             job_id=lost.pk, progress=5, actor="w", lease_token=uuid.uuid4()
         )
-    services.job_recover_lost(job_id=lost.pk)
+    job_recover_lost(job_id=lost.pk)
 
     services.job_cancel(job_id=cancelled.pk, actor="u")
 
@@ -122,7 +125,9 @@ def test_terminal_counts_are_cached_between_scrapes(client, django_assert_max_nu
     scrape(client)
     services.job_cancel(
         job_id=services.job_create(
-            workspace=WorkspaceFactory(), type="agent-task", payload={}, actor="t"
+            workspace=WorkspaceFactory(),
+            spec=services.JobSpec(type="agent-task", payload={}),
+            actor="t",
         ).job.pk,
         actor="u",
     )
@@ -137,7 +142,9 @@ def test_terminal_counts_are_cached_between_scrapes(client, django_assert_max_nu
 def test_counters_survive_redis_outage_without_failing_writes(client, settings):
     settings.REDIS_URL = "redis://127.0.0.1:6397/0"  # nothing listens there
     job = services.job_create(
-        workspace=WorkspaceFactory(), type="agent-task", payload={}, actor="t"
+        workspace=WorkspaceFactory(),
+        spec=services.JobSpec(type="agent-task", payload={}),
+        actor="t",
     )
     assert job.created
     values = scrape(client)
@@ -163,7 +170,9 @@ def test_counter_labels_are_checked():
 
 def test_reports_are_not_transitions_and_unknown_counters_are_ignored(client):
     job = services.job_create(
-        workspace=WorkspaceFactory(), type="agent-task", payload={}, actor="t"
+        workspace=WorkspaceFactory(),
+        spec=services.JobSpec(type="agent-task", payload={}),
+        actor="t",
     )
     services.event_append(job_id=job.job.pk, type="agent.note", actor="c", payload={})
     # A counter an older release wrote, no longer declared.

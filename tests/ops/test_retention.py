@@ -10,9 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import JobStep, RunnerJob
+from runner_jobs.models import JobEvent, JobStep, RunnerJob
+from runner_jobs.services.locking import job_lock
 from tests.factories import WorkspaceFactory, job_in_state
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ def history():
         "running": job_in_state("running", type="agent-task"),
         "queued": job_in_state("queued", type="agent-task"),
         "pending": services.job_create(
-            workspace=WorkspaceFactory(), type="echo", payload={}, actor="t"
+            workspace=WorkspaceFactory(), spec=services.JobSpec(type="echo", payload={}), actor="t"
         ).job,
     }
     time.sleep(AGE.total_seconds() + 0.1)
@@ -145,7 +145,7 @@ def test_a_job_locked_by_another_transaction_is_left_for_the_next_run():
     def hold_lock() -> None:
         try:
             with transaction.atomic():
-                services.job_lock(locked.pk)
+                job_lock(locked.pk)
                 holding.set()
                 release.wait(10)
         finally:

@@ -10,11 +10,11 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from job_events.models import JobEvent
-from job_events.services import event_record
 from runner_jobs import services
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.services import locking
+from runner_jobs.services.events import event_record
+from runner_jobs.services.jobs import job_recover_lost
 from tests.factories import UserFactory, WorkspaceFactory, job_in_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,8 +125,7 @@ def test_ten_concurrent_idempotent_creates_make_one_job():
     def create() -> services.JobCreateResult:
         return services.job_create(
             workspace=ws,
-            type="echo",
-            payload={"a": 1},
+            spec=services.JobSpec(type="echo", payload={"a": 1}),
             actor="u",
             created_by=user,
             idempotency_key="same",
@@ -196,10 +195,27 @@ def test_a_frozen_lock_holder_is_cut_off_so_recovery_proceeds():
     holder.start()
     assert locked.wait(10)
     began = time.monotonic()
-    recovered = services.job_recover_lost(job_id=job.pk)
+    recovered = job_recover_lost(job_id=job.pk)
     waited = time.monotonic() - began
     holder.join()
     assert recovered.status == "queued"
     assert 0.5 < waited < 3, waited  # waited for the lock, then was let through by the cut-off
     assert len(outcome) == 1 and isinstance(outcome[0], DatabaseError)
     assert "idle-in-transaction timeout" in str(outcome[0])
+
+
+def test_racing_retries_make_exactly_one_new_job():
+    """A job is retried once, decided under its row lock: of 10 racing retries (API, admin or
+    anyone else) one makes the new job and nine are refused; the old job has one job.retried."""
+    job = job_in_state("failed")
+    results = race([lambda: services.job_retry(job_id=job.pk, actor="u") for _ in range(10)])
+    new_jobs = [r for r in results if isinstance(r, RunnerJob)]
+    refused = [r for r in results if isinstance(r, services.InvalidTransitionError)]
+    assert (len(new_jobs), len(refused)) == (1, 9), results
+    assert list(RunnerJob.objects.filter(retry_of=job).values_list("pk", flat=True)) == [
+        new_jobs[0].pk
+    ]
+    job.refresh_from_db()
+    retried = JobEvent.objects.filter(job=job, type="job.retried")
+    assert [e.payload["retry_job_id"] for e in retried] == [str(new_jobs[0].pk)]
+    assert job.version == JobEvent.objects.filter(job=job).count()

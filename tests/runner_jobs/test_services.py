@@ -9,11 +9,12 @@ from django.db import IntegrityError, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import JobStep, RunnerJob
+from runner_jobs.models import JobEvent, JobStep, RunnerJob
 from runner_jobs.registry import job_type_get, job_types
 from runner_jobs.services import locking
+from runner_jobs.services.jobs import WORKER_LOST_ERROR, job_queue, job_recover_lost
+from runner_jobs.services.transitions import TRANSITIONS
 from tests.factories import UserFactory, WorkspaceFactory, job_in_state
 
 pytestmark = pytest.mark.django_db
@@ -42,12 +43,9 @@ def test_create_writes_pending_job_with_created_event(workspace):
     user = UserFactory()
     result = services.job_create(
         workspace=workspace,
-        type="echo",
-        payload={"a": 1},
+        spec=services.JobSpec(type="echo", payload={"a": 1}, priority=7, agent_task_id="ext-1"),
         actor="user:alice",
         created_by=user,
-        priority=7,
-        agent_task_id="ext-1",
     )
     job = result.job
     assert result.created is True
@@ -63,7 +61,9 @@ def test_create_writes_pending_job_with_created_event(workspace):
 
 def test_create_external_type_is_queued_at_once(workspace):
     job = services.job_create(
-        workspace=workspace, type="agent-task", payload={}, actor="coordinator:k"
+        workspace=workspace,
+        spec=services.JobSpec(type="agent-task", payload={}),
+        actor="coordinator:k",
     ).job
     job.refresh_from_db()
     assert (job.status, job.version) == ("queued", 2)
@@ -84,38 +84,49 @@ def test_create_external_type_is_queued_at_once(workspace):
 )
 def test_create_rejects_bad_input_and_writes_nothing(workspace, type, payload, field):
     with pytest.raises(services.JobInputError) as exc:
-        services.job_create(workspace=workspace, type=type, payload=payload, actor="system")
+        services.job_create(
+            workspace=workspace, spec=services.JobSpec(type=type, payload=payload), actor="system"
+        )
     assert field in exc.value.errors
     assert RunnerJob.objects.count() == 0 and JobEvent.objects.count() == 0
 
 
 def test_create_uses_type_default_max_attempts(workspace):
     with override_settings(RUNNER_JOB_TYPES={"ext": {"external": True, "max_attempts": 7}}):
-        job = services.job_create(workspace=workspace, type="ext", payload={}, actor="s").job
+        job = services.job_create(
+            workspace=workspace, spec=services.JobSpec(type="ext", payload={}), actor="s"
+        ).job
         assert job.max_attempts == 7
         assert job_type_get("ext").external
         assert "echo" in job_types()
     explicit = services.job_create(
-        workspace=workspace, type="echo", payload={}, actor="s", max_attempts=9
+        workspace=workspace,
+        spec=services.JobSpec(type="echo", payload={}, max_attempts=9),
+        actor="s",
     ).job
     assert explicit.max_attempts == 9
 
 
 def test_idempotent_create_returns_same_job_or_conflicts(workspace):
     user = UserFactory()
-    kwargs = dict(workspace=workspace, type="echo", actor="u", created_by=user)
-    first = services.job_create(payload={"a": 1}, idempotency_key="k1", **kwargs)
-    again = services.job_create(payload={"a": 1}, idempotency_key="k1", **kwargs)
+    kwargs = dict(workspace=workspace, actor="u", created_by=user)
+    first = services.job_create(
+        spec=services.JobSpec(type="echo", payload={"a": 1}), idempotency_key="k1", **kwargs
+    )
+    again = services.job_create(
+        spec=services.JobSpec(type="echo", payload={"a": 1}), idempotency_key="k1", **kwargs
+    )
     assert first.created and not again.created
     assert again.job.pk == first.job.pk
     with pytest.raises(services.IdempotencyConflictError):
-        services.job_create(payload={"a": 2}, idempotency_key="k1", **kwargs)
+        services.job_create(
+            spec=services.JobSpec(type="echo", payload={"a": 2}), idempotency_key="k1", **kwargs
+        )
     other_user = services.job_create(
         workspace=workspace,
-        type="echo",
+        spec=services.JobSpec(type="echo", payload={"a": 1}),
         actor="u",
         created_by=UserFactory(),
-        payload={"a": 1},
         idempotency_key="k1",
     )
     assert other_user.created and other_user.job.pk != first.job.pk
@@ -125,7 +136,12 @@ def test_idempotent_create_returns_same_job_or_conflicts(workspace):
 def test_idempotent_create_losing_the_insert_race_returns_the_winner(workspace, monkeypatch):
     """The unique constraint is what decides a race; simulate the loser's view of it."""
     user = UserFactory()
-    kwargs = dict(workspace=workspace, type="echo", actor="u", created_by=user, payload={})
+    kwargs = dict(
+        workspace=workspace,
+        actor="u",
+        created_by=user,
+        spec=services.JobSpec(type="echo", payload={}),
+    )
     winner = services.job_create(idempotency_key="race", **kwargs).job
     real_filter = RunnerJob.objects.filter
     calls = {"n": 0}
@@ -146,11 +162,9 @@ def test_integrity_errors_other_than_idempotency_propagate(workspace):
         with pytest.raises(IntegrityError), transaction.atomic():
             services.job_create(
                 workspace=workspace,
-                type="echo",
-                payload={},
+                spec=services.JobSpec(type="echo", payload={}, priority=42),
                 actor="u",
                 created_by=user,
-                priority=42,
                 idempotency_key=key,
             )
 
@@ -160,7 +174,7 @@ def test_integrity_errors_other_than_idempotency_propagate(workspace):
 
 def test_queue_then_start_gives_a_lease():
     job = job_in_state("pending")
-    job = services.job_queue(job_id=job.pk, actor="system")
+    job = job_queue(job_id=job.pk, actor="system")
     assert (job.status, job.version) == ("queued", 2)
     assert last_event(job).type == "job.queued"
     job = services.job_start(job_id=job.pk, actor="worker", worker="w1")
@@ -176,7 +190,7 @@ def test_start_from_pending_or_running_is_refused():
     assert_refused(pending, lambda: services.job_start(job_id=pending.pk, actor="w", worker="w"))
     running = job_in_state("running")
     assert_refused(running, lambda: services.job_start(job_id=running.pk, actor="w", worker="w"))
-    assert_refused(running, lambda: services.job_queue(job_id=running.pk, actor="w"))
+    assert_refused(running, lambda: job_queue(job_id=running.pk, actor="w"))
 
 
 def test_progress_never_decreases_and_renews_lease():
@@ -252,7 +266,7 @@ def test_nothing_leaves_a_terminal_state(status):
         lambda: services.job_cancel(job_id=job.pk, actor="u"),
         lambda: services.job_complete(job_id=job.pk, result=None, actor="w"),
         lambda: services.job_fail(job_id=job.pk, error="x", actor="w"),
-        lambda: services.job_queue(job_id=job.pk, actor="w"),
+        lambda: job_queue(job_id=job.pk, actor="w"),
         lambda: services.job_start(job_id=job.pk, actor="w", worker="w"),
         lambda: services.job_attempt_failed(job_id=job.pk, error="e", retry_delay=1, actor="w"),
         lambda: services.event_append(job_id=job.pk, type="agent.note", actor="c"),
@@ -312,7 +326,7 @@ def test_lease_of_an_earlier_attempt_cannot_touch_the_requeued_job():
     job = job_in_state("running")
     first_lease = job.lease_token
     RunnerJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
-    services.job_recover_lost(job_id=job.pk)
+    job_recover_lost(job_id=job.pk)
     assert_refused(
         job,
         lambda: services.job_complete(job_id=job.pk, result=1, actor="w", lease_token=first_lease),
@@ -363,18 +377,18 @@ def test_failure_without_retry_or_attempts_left_fails():
 
 def test_recover_lost_requeues_then_fails_when_attempts_are_spent():
     job = job_in_state("running", max_attempts=2)
-    assert_refused(job, lambda: services.job_recover_lost(job_id=job.pk))  # lease still valid
+    assert_refused(job, lambda: job_recover_lost(job_id=job.pk))  # lease still valid
     RunnerJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
-    job = services.job_recover_lost(job_id=job.pk)
+    job = job_recover_lost(job_id=job.pk)
     assert (job.status, last_event(job).payload) == (
         "queued",
         {"reason": "lease_expired", "attempt": 1},
     )
     services.job_start(job_id=job.pk, actor="w", worker="w")
     RunnerJob.objects.filter(pk=job.pk).update(lease_expires_at=None)
-    job = services.job_recover_lost(job_id=job.pk)
-    assert (job.status, job.error) == ("failed", services.WORKER_LOST_ERROR)
-    assert_refused(job, lambda: services.job_recover_lost(job_id=job.pk))
+    job = job_recover_lost(job_id=job.pk)
+    assert (job.status, job.error) == ("failed", WORKER_LOST_ERROR)
+    assert_refused(job, lambda: job_recover_lost(job_id=job.pk))
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
@@ -466,6 +480,32 @@ def test_steps_start_and_finish_with_events():
     )
 
 
+def test_step_output_is_held_to_the_payload_limit_in_all(settings):
+    """One size rule for what clients store: a step's whole output, as it would be stored."""
+    settings.RUNNER_MAX_PAYLOAD_BYTES = 10
+    job = job_in_state("running")
+    step = services.step_start(job_id=job.pk, name="s", phase="setup", actor="c")
+    services.step_finish(
+        job_id=job.pk, step_id=step.pk, status="running", output="12345", actor="c"
+    )
+    version = RunnerJob.objects.get(pk=job.pk).version
+    with pytest.raises(services.JobInputError) as refused:
+        services.step_finish(
+            job_id=job.pk, step_id=step.pk, status="completed", output="é12345", actor="c"
+        )
+    assert refused.value.errors == {"output": ["Must be at most 10 bytes."]}
+    step.refresh_from_db()
+    assert (step.status, step.output) == ("running", "12345")
+    assert RunnerJob.objects.get(pk=job.pk).version == version
+    assert JobEvent.objects.filter(job=job).count() == version
+
+
+def test_a_job_is_retried_once():
+    job = job_in_state("failed")
+    services.job_retry(job_id=job.pk, actor="u")
+    assert_refused(job, lambda: services.job_retry(job_id=job.pk, actor="u"))
+
+
 def test_step_input_errors():
     job = job_in_state("running")
     other = job_in_state("running")
@@ -527,7 +567,7 @@ def test_custom_event_bad_input(type, payload, field):
 
 
 def test_transition_table_is_the_spec():
-    s = services.TRANSITIONS
+    s = TRANSITIONS
     assert s["pending"] == {"queued", "cancelled"}
     assert s["queued"] == {"running", "cancelled"}
     assert s["running"] == {"completed", "failed", "cancelled", "queued"}

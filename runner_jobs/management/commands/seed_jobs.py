@@ -12,8 +12,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, models, transaction
 
-from job_events.models import JobEvent
-from runner_jobs.models import RunnerJob
+from runner_jobs.events import EventType as E
+from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.registry import BUILTIN_JOB_TYPES
 from workspaces.models import Workspace
 
@@ -72,7 +72,7 @@ EVENT_COLUMNS = {
     "payload": "'{}'::jsonb",
 }
 # Events before a job's last one, in order; a longer history repeats progress reports.
-EVENT_TYPE_CYCLE = ["job.created", "job.queued", "job.started"] + ["job.progress"] * 17
+EVENT_TYPE_CYCLE = [E.JOB_CREATED, E.JOB_QUEUED, E.JOB_STARTED] + [E.JOB_PROGRESS] * 17
 BATCH = 100_000
 
 

@@ -118,7 +118,7 @@ async def main() -> None:
 
     workspace = Workspace.objects.get(slug=args.workspace)
     probe = services.job_create(
-        workspace=workspace, type="agent-task", payload={}, actor="load"
+        workspace=workspace, spec=services.JobSpec(type="agent-task", payload={}), actor="load"
     ).job
     detail = f"{args.base}/api/v1/runner-jobs/{probe.pk}/"
     if not args.skip_baseline:
@@ -126,7 +126,9 @@ async def main() -> None:
         print(f"API without streams: {rps:.0f} req/s ({extra})", flush=True)
 
     jobs = [
-        services.job_create(workspace=workspace, type="agent-task", payload={}, actor="load").job
+        services.job_create(
+            workspace=workspace, spec=services.JobSpec(type="agent-task", payload={}), actor="load"
+        ).job
         for _ in range(args.streams)
     ]
     state: dict[str, Any] = {

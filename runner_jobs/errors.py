@@ -63,3 +63,9 @@ class JobInputError(JobServiceError):
     def __init__(self, errors: dict[str, list[str]]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+
+
+class BrokerUnavailableError(JobServiceError):
+    code = "broker_unavailable"
+    status_code = 503
+    default_detail = "The broker did not accept the job's message."

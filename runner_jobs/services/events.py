@@ -1,0 +1,50 @@
+"""The one writer of job events, and the hook through which delivery (streams, webhooks) learns
+of committed events without this app importing it (docs/decisions/0090-app-layers.md)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+from runner_jobs.models import JobEvent, JobStep, RunnerJob
+
+# Called after the commit of each event's transaction, with the event and its job's workspace id.
+EventListener = Callable[[JobEvent, int], None]
+_listeners: list[EventListener] = []
+
+
+def event_listener_register(listener: EventListener) -> None:
+    """Have ``listener`` called after the commit of every event (once per listener); apps that
+    deliver events register theirs in ``AppConfig.ready``."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def _events_committed(event: JobEvent, workspace_id: int) -> None:
+    for listener in _listeners:
+        listener(event, workspace_id)
+
+
+def event_record(
+    *,
+    job: RunnerJob,
+    type: str,
+    actor: str,
+    payload: dict[str, Any] | None = None,
+    step: JobStep | None = None,
+) -> JobEvent:
+    """Insert one event for ``job`` inside the caller's transaction.
+
+    Callers must already hold the job's row lock (``select_for_update`` or the versioned
+    UPDATE) in this transaction: that serialises one job's writers, so event ids become
+    visible in id order per job and a reader asking for "id > last seen" never skips one.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("event_record must run inside the transaction of the job change")
+    event = JobEvent.objects.create(
+        job=job, type=type, actor=actor, payload=payload or {}, step=step
+    )
+    if _listeners:
+        workspace_id = job.workspace_id
+        transaction.on_commit(lambda: _events_committed(event, workspace_id), robust=True)
+    return event
