@@ -10,7 +10,7 @@ class JobEventsConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at the top: apps' modules may only be imported once the app
         # registry is ready.
-        from job_events.listeners import event_committed
+        from job_events.listeners import events_committed
         from runner_jobs.services.events import event_listener_register
 
-        event_listener_register(event_committed)
+        event_listener_register(events_committed)

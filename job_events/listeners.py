@@ -21,9 +21,12 @@ def webhook_deliveries_enqueue(*, event_id: int, workspace_id: int, event_type: 
     return len(endpoints)
 
 
-def event_committed(event: JobEvent, workspace_id: int) -> None:
-    """After the commit of ``event``: wake its job's streams, then queue its webhooks. Runs as a
-    robust on-commit hook: a broker or Redis outage is logged, never raised into the writer
-    (streams still find the event by polling)."""
-    job_events_notify(job_id=event.job_id)
-    webhook_deliveries_enqueue(event_id=event.pk, workspace_id=workspace_id, event_type=event.type)
+def events_committed(events: list[JobEvent], workspace_id: int) -> None:
+    """After the commit of a write's ``events`` (one job's): wake the job's streams once, then
+    queue their webhooks. Runs as a robust on-commit hook: a broker or Redis outage is logged,
+    never raised into the writer (streams still find the events by polling)."""
+    job_events_notify(job_id=events[0].job_id)
+    for event in events:
+        webhook_deliveries_enqueue(
+            event_id=event.pk, workspace_id=workspace_id, event_type=event.type
+        )

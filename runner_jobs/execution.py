@@ -10,19 +10,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
-from django.utils import timezone
+from django.db import DatabaseError, connection
 from django.utils.module_loading import import_string
 
 from runner_jobs import services
 from runner_jobs.models import JobStatus, JobStep, RunnerJob
-from runner_jobs.registry import job_type_get
-from runner_jobs.services.locking import job_lock
+from runner_jobs.registry import job_type_get, job_types
 
 logger = logging.getLogger(__name__)
 
@@ -184,42 +181,26 @@ def _handler(job: RunnerJob) -> Callable[[RunnerJob, JobContext], Any]:
     return handler
 
 
-def _should_start(job: RunnerJob) -> bool:
-    """A message is work only for a ``queued`` job that is due and run by Celery: any other
-    message is a duplicate, for a job cancelled or started meanwhile, or a coordinator's."""
-    if job.status != JobStatus.QUEUED:
-        return False
-    job_type = job_type_get(job.type)
-    if job_type is not None and job_type.external:
-        return False
-    tolerance = timedelta(seconds=DUE_TOLERANCE_SECONDS)
-    return job.due_at is None or job.due_at <= timezone.now() + tolerance
-
-
-def _message_is_work(job_id: str) -> bool:
-    """``_should_start``, read under the job's row lock: a dispatch holds that lock while it
-    publishes, so a message that overtakes its own dispatch waits for ``queued`` here instead
-    of finding the job still ``pending``."""
-    with transaction.atomic():
-        try:
-            return _should_start(job_lock(job_id))
-        except services.JobNotFoundError:
-            return False
+def _external_types() -> list[str]:
+    return [name for name, job_type in job_types().items() if job_type.external]
 
 
 def job_execute(*, job_id: str, worker: str, retry_delay: Callable[[int], float]) -> None:
-    """Run one attempt of a queued job. A message for a job that is not queued does nothing.
+    """Run one attempt of a queued job. A message for a job that is not queued and due, or not
+    run by Celery, does nothing (a duplicate, a job cancelled or started meanwhile).
 
     A ``TransientJobError`` that left the job queued again propagates, with its
     ``retry_delay`` set, so the Celery task schedules the retry for that moment.
     """
-    if not _message_is_work(job_id):
-        logger.info("job %s: not a queued, due job; message ignored", job_id)
-        return
-    try:
-        job = services.job_start(job_id=job_id, actor=WORKER_ACTOR, worker=worker)
-    except services.InvalidTransitionError:
-        logger.info("job %s: started by another delivery meanwhile", job_id)
+    job = services.job_start_if_due(
+        job_id=job_id,
+        actor=WORKER_ACTOR,
+        worker=worker,
+        exclude_types=_external_types(),
+        tolerance=DUE_TOLERANCE_SECONDS,
+    )
+    if job is None:
+        logger.info("job %s: not a queued, due, Celery-run job; message ignored", job_id)
         return
     ctx = JobContext(job)
     with _heartbeat(ctx):

@@ -86,16 +86,27 @@ _redis_skip_until = 0.0
 
 def counter_inc(spec: CounterSpec, *label_values: str, amount: int = 1) -> None:
     """Add ``amount`` to a counter now, in the shared Redis hash; dropped if Redis is down."""
+    counters_inc([(spec, label_values, amount)])
+
+
+def counters_inc(increments: list[tuple[CounterSpec, tuple[str, ...], int]]) -> None:
+    """Add to several counters in one Redis round trip; dropped if Redis is down."""
     global _redis_skip_until
-    if len(label_values) != len(spec.labels):
-        raise ValueError(f"{spec.name} takes labels {spec.labels}")
-    if time.monotonic() < _redis_skip_until:
+    for spec, label_values, _ in increments:
+        if len(label_values) != len(spec.labels):
+            raise ValueError(f"{spec.name} takes labels {spec.labels}")
+    if not increments or time.monotonic() < _redis_skip_until:
         return
     try:
-        redis_client().hincrby(COUNTERS_KEY, json.dumps([spec.name, *label_values]), amount)
+        pipe = redis_client().pipeline(transaction=False)
+        for spec, label_values, amount in increments:
+            pipe.hincrby(COUNTERS_KEY, json.dumps([spec.name, *label_values]), amount)
+        pipe.execute()
     except redis.RedisError as exc:
         _redis_skip_until = time.monotonic() + COUNTER_BACKOFF_SECONDS
-        logger.warning("metrics_counter_dropped", counter=spec.name, error=str(exc))
+        logger.warning(
+            "metrics_counter_dropped", counters=[s.name for s, _, _ in increments], error=str(exc)
+        )
 
 
 def counter_inc_on_commit(spec: CounterSpec, *label_values: str) -> None:
@@ -108,18 +119,27 @@ def counter_inc_on_commit(spec: CounterSpec, *label_values: str) -> None:
 
 def job_change_observed(*, job: RunnerJob, event_type: str, actor: str, transition: bool) -> None:
     """After commit: count a state change and log the write with the job's context."""
+    job_changes_observed(job=job, event_types=[event_type], actor=actor, transition=transition)
+
+
+def job_changes_observed(
+    *, job: RunnerJob, event_types: list[str], actor: str, transition: bool
+) -> None:
+    """After commit: count the state changes one write made (a create: ``job.created`` and
+    ``job.queued``) in one Redis round trip, and log the write once with the job's context."""
     context = {
         "job_id": str(job.pk),
         "workspace_id": job.workspace_id,
         "actor": actor,
-        "event_type": event_type,
+        "event_type": event_types[-1],
+        **({"event_types": event_types} if len(event_types) > 1 else {}),
         "status": job.status,
         "version": job.version,
     }
 
     def observed() -> None:
         if transition:
-            counter_inc(TRANSITIONS, event_type)
+            counters_inc([(TRANSITIONS, (event_type,), 1) for event_type in event_types])
             logger.info("job_transition", **context)
         else:
             logger.debug("job_report", **context)

@@ -32,7 +32,11 @@ from runner_jobs.serializers import (
     RunnerJobSerializer,
 )
 from workspaces.models import Workspace
-from workspaces.selectors import WRITE_ROLES, membership_role, workspaces_for_user
+from workspaces.selectors import (
+    WRITE_ROLES,
+    membership_for_slug,
+    membership_role,
+)
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 READ_ONLY_ROLE_MESSAGE = "Your role in this workspace lets you read jobs, not change them."
@@ -217,13 +221,12 @@ class RunnerJobViewSet(
 
     def _writable_workspace(self, slug: str) -> Workspace:
         """The workspace named in a create: 404 unless the user is a member, 403 for a viewer."""
-        user = self.request.user
-        workspace = workspaces_for_user(user).filter(slug=slug).first()
-        if workspace is None:
+        membership = membership_for_slug(self.request.user, slug)
+        if membership is None:
             raise NotFound("No such workspace among yours.")
-        if not can_write(user, workspace.pk):
+        if membership.role not in WRITE_ROLES:
             self.permission_denied(self.request, message=READ_ONLY_ROLE_MESSAGE)
-        return workspace
+        return membership.workspace
 
     @extend_schema(
         summary="Cancel a job",

@@ -29,3 +29,15 @@ def membership_role(user: AbstractBaseUser | AnonymousUser, workspace_id: int) -
         .values_list("role", flat=True)
         .first()
     )
+
+
+def membership_for_slug(user: AbstractBaseUser | AnonymousUser, slug: str) -> Membership | None:
+    """``user``'s membership of the workspace ``slug``, with the workspace, in one query; None
+    when not a member (or no such workspace)."""
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.filter(user_id=user.pk, workspace__slug=slug)
+        .select_related("workspace")
+        .first()
+    )

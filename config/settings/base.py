@@ -275,6 +275,9 @@ RUNNER_METRICS_TERMINAL_CACHE_SECONDS = env.int(
 )
 # Requests per API token (or coordinator key) per window: "N/second|minute|hour|day".
 RUNNER_API_QUOTA = env("RUNNER_API_QUOTA", default="100000/hour")
+# How long a web process remembers a consumer token it has checked (no query per request); a
+# revoked token is refused everywhere within this many seconds. 0 checks every request.
+RUNNER_AUTH_CACHE_SECONDS = env.float("RUNNER_AUTH_CACHE_SECONDS", default=1.0)
 # The daily prune task deletes jobs that ended more than this many days ago.
 RUNNER_RETENTION_DAYS = env.int("RUNNER_RETENTION_DAYS", default=30)
 CELERY_BEAT_SCHEDULE["prune-jobs"] = {

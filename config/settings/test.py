@@ -15,3 +15,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Tests revoke tokens and expect the next request refused; tests/api/test_auth_cache.py turns
+# the memory on.
+RUNNER_AUTH_CACHE_SECONDS = 0.0

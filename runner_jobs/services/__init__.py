@@ -31,6 +31,7 @@ from .jobs import (
     job_progress_update,
     job_retry,
     job_start,
+    job_start_if_due,
 )
 from .reports import job_release, job_status_report
 from .retention import PRUNE_BATCH_SIZE, PruneResult, jobs_prune
@@ -67,6 +68,7 @@ __all__ = [
     "job_release",
     "job_retry",
     "job_start",
+    "job_start_if_due",
     "job_status_report",
     "jobs_prune",
     "jobs_sweep",

@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -47,6 +48,22 @@ def job_publish(job: RunnerJob) -> None:
         )
     except OperationalError as exc:
         raise BrokerUnavailableError(f"The broker is unreachable: {exc}") from exc
+
+
+def job_publish_on_commit(job: RunnerJob) -> None:
+    """After a job was committed ``queued``: send its message. A refusal is logged, never
+    raised (the request that created the job still succeeds); the sweeper sends the message of
+    a queued job that has not started ``RUNNER_REDISPATCH_AFTER_SECONDS`` after it was due."""
+    try:
+        job_publish(job)
+    except BrokerUnavailableError as exc:
+        # Mark the job overdue now (its due time moves back by the redispatch period), so the
+        # sweeper's next pass sends it instead of waiting that whole period. Not a change of
+        # the job's state: no event, no version bump (like a lease renewal).
+        RunnerJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+            due_at=F("due_at") - timedelta(seconds=settings.RUNNER_REDISPATCH_AFTER_SECONDS)
+        )
+        logger.warning("job %s: message not sent, the sweeper will: %s", job.pk, exc.detail)
 
 
 def job_dispatch(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJob:

@@ -8,8 +8,8 @@ from django.db import transaction
 
 from runner_jobs.models import JobEvent, JobStep, RunnerJob
 
-# Called after the commit of each event's transaction, with the event and its job's workspace id.
-EventListener = Callable[[JobEvent, int], None]
+# Called after the commit of a write, with its events (oldest first) and their job's workspace id.
+EventListener = Callable[[list[JobEvent], int], None]
 _listeners: list[EventListener] = []
 
 
@@ -20,9 +20,9 @@ def event_listener_register(listener: EventListener) -> None:
         _listeners.append(listener)
 
 
-def _events_committed(event: JobEvent, workspace_id: int) -> None:
+def _events_committed(events: list[JobEvent], workspace_id: int) -> None:
     for listener in _listeners:
-        listener(event, workspace_id)
+        listener(events, workspace_id)
 
 
 def event_record(
@@ -44,7 +44,13 @@ def event_record(
     event = JobEvent.objects.create(
         job=job, type=type, actor=actor, payload=payload or {}, step=step
     )
-    if _listeners:
-        workspace_id = job.workspace_id
-        transaction.on_commit(lambda: _events_committed(event, workspace_id), robust=True)
+    events_committed_on_commit([event], workspace_id=job.workspace_id)
     return event
+
+
+def events_committed_on_commit(events: list[JobEvent], *, workspace_id: int) -> None:
+    """After the current transaction commits (at once in autocommit), hand ``events`` to the
+    listeners: one hook per write, whatever the number of its events. ``robust``: the events
+    are committed whatever a listener does, so its failure is logged, never raised."""
+    if _listeners and events:
+        transaction.on_commit(lambda: _events_committed(events, workspace_id), robust=True)

@@ -5,7 +5,9 @@ changes and which event records it) run through one of the two lock helpers."""
 import hashlib
 import json
 import uuid
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +26,7 @@ from runner_jobs.models import JobStatus, RunnerJob
 from runner_jobs.registry import JobType, job_type_get
 from workspaces.models import Workspace
 
+from . import statements
 from .changes import (
     LEASE_CLEARED,
     Change,
@@ -34,9 +37,10 @@ from .changes import (
     requeue_change,
     size_error,
 )
-from .dispatch import job_dispatch_on_commit
-from .events import event_record
+from .dispatch import job_publish_on_commit
+from .events import events_committed_on_commit
 from .locking import (
+    job_update_conditional,
     job_update_locked,
     job_update_optimistic,
     job_write,
@@ -47,6 +51,8 @@ from .transitions import RETRYABLE_STATUSES, require_status, transition_check
 
 S = JobStatus
 E = EventType
+RUNNING_ONLY = frozenset({JobStatus.RUNNING})
+SYSTEM = "system"
 
 ALREADY_RETRIED = "It was already retried; act on its retry (its retry_of names this job)."
 WORKER_LOST_ERROR = "Worker lost: the job's lease expired while it was running."
@@ -113,10 +119,11 @@ def _job_insert(
     fingerprint: str = "",
     job_id: uuid.UUID | None = None,
 ) -> RunnerJob:
-    """Insert a job and its ``job.created`` event; an external type is queued at once (a second
-    change with its own event), since no broker is involved."""
+    """Insert a job already ``queued``, with its ``job.created`` and ``job.queued`` events, in
+    one statement. A Celery-run job's message is published after the commit; if that publish
+    fails or never happens, the sweeper sends it again (as for any lost message)."""
     job_type = spec.job_type()
-    job = RunnerJob.objects.create(
+    job = RunnerJob(
         id=job_id or uuid.uuid4(),
         workspace=workspace,
         type=job_type.name,
@@ -128,19 +135,24 @@ def _job_insert(
         created_by=created_by,
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
+        version=2,
+        **queue_fields(),
     )
     created_payload: dict[str, Any] = {"type": job_type.name, "priority": spec.priority}
     if retry_of is not None:
         created_payload["retry_of"] = str(retry_of.pk)
-    event_record(job=job, type=E.JOB_CREATED, actor=actor, payload=created_payload)
-    metrics.job_change_observed(job=job, event_type=E.JOB_CREATED, actor=actor, transition=True)
-    if job_type.external:
-        job_write(job, Change(E.JOB_QUEUED, {"external": True}, queue_fields()), actor)
-    else:
-        # To the broker once the row is committed, never before; if that publish fails the job
-        # stays pending and the sweeper sends it.
-        new_job_id = job.pk
-        transaction.on_commit(lambda: job_dispatch_on_commit(job_id=new_job_id), robust=True)
+    queued_by, queued_payload = (actor, {"external": True}) if job_type.external else (SYSTEM, {})
+    written = statements.job_insert(
+        job,
+        [(E.JOB_CREATED, actor, created_payload), (E.JOB_QUEUED, queued_by, queued_payload)],
+    )
+    job = written.job
+    events_committed_on_commit(written.events, workspace_id=job.workspace_id)
+    metrics.job_changes_observed(
+        job=job, event_types=[E.JOB_CREATED, E.JOB_QUEUED], actor=actor, transition=True
+    )
+    if not job_type.external:
+        transaction.on_commit(lambda: job_publish_on_commit(job), robust=True)
     return job
 
 
@@ -167,7 +179,8 @@ def job_create(
         if existing is not None:
             return _idempotent_replay(existing, fingerprint)
     try:
-        with transaction.atomic():
+        # A key needs a savepoint: a lost race must leave the caller's transaction usable.
+        with transaction.atomic() if idempotency_key else nullcontext():
             job = _job_insert(
                 workspace=workspace,
                 spec=spec,
@@ -235,6 +248,49 @@ def job_claim(
         return [job_write(job, _start_change(job, worker), actor) for job in jobs]
 
 
+def _lease_renewal() -> statements.Assignment:
+    return statements.Assignment("lease_expires_at", "%s", (lease_expiry(),))
+
+
+def job_start_if_due(
+    *,
+    job_id: uuid.UUID | str,
+    actor: str,
+    worker: str,
+    exclude_types: list[str],
+    tolerance: float,
+) -> RunnerJob | None:
+    """A worker's start, in one statement: ``queued`` -> ``running`` with a new attempt and a
+    fresh lease, only if the job is queued, due (``tolerance`` seconds of clock skew allowed)
+    and not of one of ``exclude_types`` (external types, the coordinator's). None when it is
+    not: a duplicate message, a job cancelled or started meanwhile, a coordinator's job."""
+    lease = lease_fields(worker)
+    written = statements.job_update_where(
+        job_id=job_id,
+        statuses=[S.QUEUED],
+        lease_token=None,
+        assignments=[
+            statements.Assignment("status", "%s", (S.RUNNING,)),
+            statements.Assignment("attempts", "attempts + 1"),
+            statements.Assignment("started_at", "%s", (timezone.now(),)),
+            *(statements.Assignment(name, "%s", (value,)) for name, value in lease.items()),
+        ],
+        event_type=E.JOB_STARTED,
+        actor=actor,
+        payload={"worker": worker},
+        payload_from_row={"attempt": "attempts"},
+        extra_where="NOT (type = ANY(%s)) AND (due_at IS NULL OR due_at <= %s)",
+        extra_params=[exclude_types, timezone.now() + timedelta(seconds=tolerance)],
+    )
+    if written is None:
+        return None
+    events_committed_on_commit(written.events, workspace_id=written.job.workspace_id)
+    metrics.job_changes_observed(
+        job=written.job, event_types=[E.JOB_STARTED], actor=actor, transition=True
+    )
+    return written.job
+
+
 def job_progress_update(
     *,
     job_id: uuid.UUID | str,
@@ -243,42 +299,64 @@ def job_progress_update(
     message: str | None = None,
     lease_token: LeaseToken = None,
 ) -> RunnerJob:
-    """Record a progress report of a running job; the stored progress never decreases."""
+    """Record a progress report of a running job in one conditional statement; the stored
+    progress never decreases (``GREATEST``), and concurrent reports are never refused for
+    contention: they wait for each other on the row lock."""
     if not 0 <= progress <= 100:
         raise JobInputError({"progress": ["Must be between 0 and 100."]})
 
-    def plan(job: RunnerJob) -> Change:
-        lease_check(job, lease_token)
-        require_status(job.status, frozenset({S.RUNNING}), "report progress of")
-        stored = max(job.progress, progress)
-        payload: dict[str, Any] = {"progress": stored}
-        if message:
-            payload["message"] = message
-        return Change(
-            E.JOB_PROGRESS, payload, {"progress": stored, "lease_expires_at": lease_expiry()}
-        )
+    def refuse(job: RunnerJob) -> None:
+        require_status(job.status, RUNNING_ONLY, "report progress of")
 
-    return job_update_optimistic(job_id=job_id, plan=plan, actor=actor)
+    return job_update_conditional(
+        job_id=job_id,
+        statuses=RUNNING_ONLY,
+        lease_token=lease_token,
+        refuse=refuse,
+        assignments=[
+            statements.Assignment("progress", "GREATEST(progress, %s)", (progress,)),
+            _lease_renewal(),
+        ],
+        event_type=E.JOB_PROGRESS,
+        actor=actor,
+        payload={"message": message} if message else {},
+        payload_from_row={"progress": "progress"},
+    )
 
 
 def job_complete(
     *, job_id: uuid.UUID | str, result: Any, actor: str, lease_token: LeaseToken = None
 ) -> RunnerJob:
-    """``running`` -> ``completed`` under the row lock: exactly one completion wins."""
+    """``running`` -> ``completed`` in one conditional statement: the UPDATE takes the row
+    lock, so of racing terminal reports exactly one completes the job."""
 
-    def plan(job: RunnerJob) -> Change:
-        lease_check(job, lease_token)
+    def refuse(job: RunnerJob) -> None:
         transition_check(job.status, S.COMPLETED)
-        fields = {
-            "status": S.COMPLETED,
-            "result": result,
-            "progress": 100,
-            "completed_at": timezone.now(),
-            **LEASE_CLEARED,
-        }
-        return Change(E.JOB_COMPLETED, {"attempt": job.attempts}, fields)
 
-    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+    return job_update_conditional(
+        job_id=job_id,
+        statuses=RUNNING_ONLY,
+        lease_token=lease_token,
+        refuse=refuse,
+        assignments=[
+            statements.Assignment("status", "%s", (S.COMPLETED,)),
+            statements.Assignment("result", "%s::jsonb", (json.dumps(result),)),
+            statements.Assignment("progress", "100"),
+            *_finished(),
+        ],
+        event_type=E.JOB_COMPLETED,
+        actor=actor,
+        payload={},
+        payload_from_row={"attempt": "attempts"},
+    )
+
+
+def _finished() -> list[statements.Assignment]:
+    return [
+        statements.Assignment("completed_at", "%s", (timezone.now(),)),
+        statements.Assignment("lease_token", "NULL"),
+        statements.Assignment("lease_expires_at", "NULL"),
+    ]
 
 
 def _fail_change(job: RunnerJob, error: str) -> Change:
@@ -295,13 +373,27 @@ def _fail_change(job: RunnerJob, error: str) -> Change:
 def job_fail(
     *, job_id: uuid.UUID | str, error: str, actor: str, lease_token: LeaseToken = None
 ) -> RunnerJob:
-    """``running`` -> ``failed`` under the row lock, with ``error`` kept on the job."""
+    """``running`` -> ``failed`` in one conditional statement (as ``job_complete``), with
+    ``error`` kept on the job."""
 
-    def plan(job: RunnerJob) -> Change:
-        lease_check(job, lease_token)
-        return _fail_change(job, error)
+    def refuse(job: RunnerJob) -> None:
+        transition_check(job.status, S.FAILED)
 
-    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+    return job_update_conditional(
+        job_id=job_id,
+        statuses=RUNNING_ONLY,
+        lease_token=lease_token,
+        refuse=refuse,
+        assignments=[
+            statements.Assignment("status", "%s", (S.FAILED,)),
+            statements.Assignment("error", "%s", (error,)),
+            *_finished(),
+        ],
+        event_type=E.JOB_FAILED,
+        actor=actor,
+        payload={"error": error},
+        payload_from_row={"attempt": "attempts"},
+    )
 
 
 def job_attempt_failed(

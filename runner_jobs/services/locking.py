@@ -16,6 +16,8 @@ See docs/decisions/0001-locking.md.
 import random
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -31,8 +33,9 @@ from runner_jobs.errors import (
 )
 from runner_jobs.models import RunnerJob
 
+from . import statements
 from .changes import Change, LeaseToken, Plan
-from .events import event_record
+from .events import event_record, events_committed_on_commit
 
 OPTIMISTIC_ATTEMPTS = 3
 OPTIMISTIC_BACKOFF_BASE_SECONDS = 0.01
@@ -49,7 +52,7 @@ def lease_check(job: RunnerJob, lease_token: LeaseToken) -> None:
         raise StaleLeaseError()
 
 
-def _job_get(job_id: uuid.UUID | str, queryset: QuerySet[RunnerJob] | None = None) -> RunnerJob:
+def job_get(job_id: uuid.UUID | str, queryset: QuerySet[RunnerJob] | None = None) -> RunnerJob:
     try:
         return (queryset if queryset is not None else RunnerJob.objects).get(pk=job_id)
     except (RunnerJob.DoesNotExist, ValidationError) as exc:
@@ -65,7 +68,7 @@ def job_lock(job_id: uuid.UUID | str) -> RunnerJob:
     """The job's row, locked until the surrounding transaction ends."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("job_lock must run inside transaction.atomic()")
-    return _job_get(job_id, RunnerJob.objects.select_for_update())
+    return job_get(job_id, RunnerJob.objects.select_for_update())
 
 
 def jobs_lock_claimable(
@@ -132,7 +135,7 @@ def job_update_optimistic(
     decide again, ``OPTIMISTIC_ATTEMPTS`` times in all, then raise ``ConcurrentUpdateError``."""
     attempt = 0
     while True:
-        job = _job_get(job_id)
+        job = job_get(job_id)
         _expected_version_check(job, expected_version)
         change = plan(job)
         try:
@@ -143,3 +146,36 @@ def job_update_optimistic(
             if attempt == OPTIMISTIC_ATTEMPTS:
                 raise
             _backoff_sleep(attempt - 1)
+
+
+def job_update_conditional(
+    *,
+    job_id: uuid.UUID | str,
+    statuses: frozenset[str],
+    lease_token: LeaseToken,
+    refuse: Callable[[RunnerJob], None],
+    **write: Any,
+) -> RunnerJob:
+    """A report or terminal move as one conditional statement (``statements.job_update_where``):
+    the UPDATE's row lock serialises racing writers, so of many terminal reports exactly one
+    matches. When nothing matched, the job is read once to raise the right refusal (not found,
+    ``stale_lease``, or ``refuse``'s ``invalid_transition``); if that read finds the job
+    acceptable after all (it changed in between), the statement runs again."""
+    for _ in range(OPTIMISTIC_ATTEMPTS):
+        written = statements.job_update_where(
+            job_id=job_id, statuses=list(statuses), lease_token=lease_token, **write
+        )
+        if written is not None:
+            job = written.job
+            events_committed_on_commit(written.events, workspace_id=job.workspace_id)
+            metrics.job_changes_observed(
+                job=job,
+                event_types=[write["event_type"]],
+                actor=write["actor"],
+                transition=any(a.column == "status" for a in write["assignments"]),
+            )
+            return job
+        job = job_get(job_id)
+        lease_check(job, lease_token)
+        refuse(job)
+    raise ConcurrentUpdateError()

@@ -36,7 +36,7 @@ def test_create_returns_201_with_the_job_etag_and_location(client):
         "id": str(job.id),
         "workspace": "acme",
         "type": "echo",
-        "status": "pending",
+        "status": "queued",
         "priority": 7,
         "progress": 0,
         "payload": {"a": 1},
@@ -47,16 +47,21 @@ def test_create_returns_201_with_the_job_etag_and_location(client):
         "max_attempts": 4,
         "retry_of": None,
         "created_by": "alice",
-        "version": 1,
+        "version": 2,
         "created_at": body["created_at"],
-        "queued_at": None,
+        "queued_at": body["queued_at"],
         "started_at": None,
         "completed_at": None,
     }
-    assert response["ETag"] == '"1"'
+    assert body["queued_at"] is not None
+    assert response["ETag"] == '"2"'
     assert response["Location"] == f"http://testserver/api/v1/runner-jobs/{job.id}/"
-    event = JobEvent.objects.get(job=job)
-    assert (event.type, event.actor) == ("job.created", "user:alice")
+    # Inserted queued, in one statement with both its events.
+    events = JobEvent.objects.filter(job=job).order_by("id")
+    assert [(e.type, e.actor) for e in events] == [
+        ("job.created", "user:alice"),
+        ("job.queued", "system"),
+    ]
 
 
 def test_create_defaults(client):

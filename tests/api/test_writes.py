@@ -106,8 +106,8 @@ class TestRetry:
             {"x": 1},
             8,
         )
-        assert (body["status"], body["created_by"]) == ("pending", "alice")
-        assert response["ETag"] == '"1"'
+        assert (body["status"], body["created_by"]) == ("queued", "alice")
+        assert response["ETag"] == '"2"'
         assert response["Location"] == f"http://testserver/api/v1/runner-jobs/{new.id}/"
         retried = JobEvent.objects.filter(job=old).last()
         assert (retried.type, retried.payload) == ("job.retried", {"retry_job_id": str(new.id)})

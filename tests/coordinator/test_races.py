@@ -133,3 +133,42 @@ def test_stale_claimer_cannot_complete_after_the_sweeper_requeued_its_job():
     assert (job.status, job.result) == ("completed", {"lease": new_lease})
     completed = JobEvent.objects.get(job=job, type="job.completed")
     assert completed.actor == "coordinator:second"
+
+
+def test_ten_concurrent_reporters_on_one_job_are_never_refused():
+    """Progress and custom events commute: ten threads posting them to one running job over the
+    API all get 2xx (no concurrent_update), every accepted report has its event, the stored
+    progress is the highest reported, and the job's version counts its events."""
+    raw_key = make_key()
+    job = job_in_state("running", type="agent-task")
+    lease = {"lease_token": str(job.lease_token)}
+    reports_per_thread = 20
+
+    def reporter(t: int) -> Any:
+        client = key_client(raw_key)
+
+        def run() -> list[int]:
+            codes = []
+            for n in range(reports_per_thread):
+                body: dict[str, Any]
+                if n % 2:
+                    body = {"type": "agent.tick", "payload": {"t": t, "n": n}, **lease}
+                    response = client.post(f"{BASE}/jobs/{job.pk}/events/", body, format="json")
+                else:
+                    body = {"progress": (t * 7 + n) % 100, **lease}
+                    response = client.post(f"{BASE}/jobs/{job.pk}/progress/", body, format="json")
+                codes.append(response.status_code)
+            return codes
+
+        return run
+
+    per_thread = race([reporter(t) for t in range(10)])
+    codes = Counter(code for thread in per_thread for code in thread)
+    assert codes == {200: 100, 201: 100}, per_thread
+    job.refresh_from_db()
+    progress = JobEvent.objects.filter(job=job, type="job.progress")
+    ticks = JobEvent.objects.filter(job=job, type="agent.tick")
+    assert (progress.count(), ticks.count()) == (100, 100)
+    reported = [(t * 7 + n) % 100 for t in range(10) for n in range(0, reports_per_thread, 2)]
+    assert job.progress == max(reported)
+    assert job.version == JobEvent.objects.filter(job=job).count() == 3 + 200

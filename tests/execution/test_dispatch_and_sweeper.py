@@ -107,12 +107,33 @@ class TestDispatch:
             external = services.job_create(
                 workspace=workspace, spec=services.JobSpec(type="agent-task", payload={}), actor="u"
             )
-            # Nothing is sent before the commit.
+            # Inserted queued; nothing is sent before the commit.
             assert queued_messages() == {}
-            assert snapshot(echo.job)[0] == "pending"
+            assert snapshot(echo.job)[0] == "queued"
         assert snapshot(echo.job)[0] == "queued"
         assert snapshot(external.job)[0] == "queued"
         assert queued_messages() == {4: [message(echo.job)]}
+
+    def test_a_create_whose_message_is_refused_is_sent_by_the_next_sweep(
+        self, settings, django_capture_on_commit_callbacks
+    ):
+        """The create still succeeds (queued, version 2); its due time moves back by the
+        redispatch period, so the next sweep sends it once the broker takes messages again."""
+        with broker_url(DOWN_BROKER), django_capture_on_commit_callbacks(execute=True):
+            job = services.job_create(
+                workspace=WorkspaceFactory(),
+                spec=services.JobSpec(type="echo", payload={}),
+                actor="u",
+            ).job
+        job.refresh_from_db()
+        assert (job.status, job.version) == ("queued", 2)
+        assert job.due_at <= timezone.now() - timedelta(
+            seconds=settings.RUNNER_REDISPATCH_AFTER_SECONDS - 1
+        )
+        assert queued_messages() == {}
+        report = services.jobs_sweep()
+        assert report.redispatched == 1
+        assert queued_messages() == {4: [message(job)]}
 
     def test_a_retry_is_dispatched_after_commit_too(self, django_capture_on_commit_callbacks):
         failed = job_in_state("failed")

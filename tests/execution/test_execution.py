@@ -13,11 +13,9 @@ from django.utils import timezone
 from runner_jobs import execution, services
 from runner_jobs.execution import TransientJobError, backoff_delay, job_execute
 from runner_jobs.models import JobEvent, RunnerJob
-from runner_jobs.services.jobs import job_queue
 from runner_jobs.services.locking import job_lock
 from runner_jobs.tasks import execute_job_task, sweep_task
 from tests.execution import handlers
-from tests.execution.conftest import broker_url
 from tests.factories import job_in_state
 
 DOWN_BROKER = "redis://127.0.0.1:6393/0"  # nothing listens there
@@ -151,11 +149,6 @@ class TestMessagesThatDoNothing:
         job.refresh_from_db()
         assert run(job).version == job.version
 
-    def test_a_job_started_by_another_delivery_in_between(self, monkeypatch):
-        job = job_in_state("running")
-        monkeypatch.setattr(execution, "_should_start", lambda job: True)
-        assert run(job).version == job.version
-
 
 @pytest.mark.django_db(transaction=True)
 class TestWhileRunning:
@@ -176,28 +169,30 @@ class TestWhileRunning:
             assert time.monotonic() < deadline
             time.sleep(0.02)
 
-    def test_a_message_that_overtakes_its_dispatch_waits_for_it(self):
-        """The dispatch holds the row lock from publishing to committing ``queued``; a worker
-        that gets the message meanwhile waits, then runs the job."""
-        with broker_url(DOWN_BROKER):
-            job = job_in_state("pending")
+    def test_a_start_waits_for_a_writer_holding_the_job_then_sees_its_change(self):
+        """The start is one conditional UPDATE: while a cancel holds the job's row lock the
+        start waits for it, then re-checks its condition on the cancelled row and does
+        nothing, so the job is never started after its cancel."""
+        job = job_in_state("queued")
         locked, done = threading.Event(), threading.Event()
 
-        def dispatching() -> None:
+        def cancelling() -> None:
             with transaction.atomic():
                 job_lock(job.pk)
                 locked.set()
-                done.wait(0.5)  # the message is out; the worker is already asking
-                job_queue(job_id=job.pk, actor="system")
+                done.wait(0.5)  # the worker's start is already waiting on the lock
+                services.job_cancel(job_id=job.pk, actor="u")
             connection.close()
 
-        dispatcher = threading.Thread(target=dispatching)
-        dispatcher.start()
+        canceller = threading.Thread(target=cancelling)
+        canceller.start()
         locked.wait(5)
         try:
-            assert run(job).status == "completed"
+            after = run(job)
         finally:
-            dispatcher.join()
+            canceller.join()
+        assert (after.status, after.attempts) == ("cancelled", 0)
+        assert not JobEvent.objects.filter(job=job, type="job.started").exists()
 
     @pytest.mark.parametrize("job_type", ["times-out", "times-out-in-a-step"])
     def test_a_soft_time_limit_fails_the_job_saying_so(self, settings, job_type):

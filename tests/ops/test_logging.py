@@ -70,9 +70,9 @@ def test_job_writes_log_job_workspace_and_actor(json_logs, django_capture_on_com
             workspace=ws, spec=services.JobSpec(type="agent-task", payload={}), actor="user:alice"
         )
     lines = [entry for entry in json_logs() if entry["logger"] == "runner_jobs.jobs"]
-    assert [(entry["event"], entry["event_type"]) for entry in lines] == [
-        ("job_transition", "job.created"),
-        ("job_transition", "job.queued"),
+    # One line for the one write that made the job and queued it.
+    assert [(entry["event"], entry["event_type"], entry["event_types"]) for entry in lines] == [
+        ("job_transition", "job.queued", ["job.created", "job.queued"]),
     ]
     for entry in lines:
         assert entry["request_id"] == "req-abcdefgh"

@@ -82,6 +82,8 @@ def test_fifty_racing_completions_under_row_lock_all_resolve_cleanly():
 
 
 def test_progress_reports_lose_no_update():
+    """Progress commutes (the stored value is the maximum): 20 threads reporting 500 times in
+    all are never refused, and every report has its event, in order."""
     job = job_in_state("running")
     reports = [(t, n) for t in range(20) for n in range(25)]
 
@@ -104,8 +106,7 @@ def test_progress_reports_lose_no_update():
     outcomes = [o for thread in per_thread for o in thread]
     assert len(outcomes) == len(reports)
     accepted = [o for o in outcomes if isinstance(o, int)]
-    refused = [o for o in outcomes if not isinstance(o, int)]
-    assert all(isinstance(o, services.ConcurrentUpdateError) for o in refused)
+    assert len(accepted) == len(reports), [o for o in outcomes if not isinstance(o, int)][:3]
     job.refresh_from_db()
     progress_events = JobEvent.objects.filter(job=job, type="job.progress").count()
     assert progress_events == len(accepted)

@@ -39,7 +39,7 @@ def assert_refused(job, call, error=services.InvalidTransitionError):
 # --- create ------------------------------------------------------------------------------------
 
 
-def test_create_writes_pending_job_with_created_event(workspace):
+def test_create_writes_queued_job_with_created_and_queued_events(workspace):
     user = UserFactory()
     result = services.job_create(
         workspace=workspace,
@@ -49,14 +49,16 @@ def test_create_writes_pending_job_with_created_event(workspace):
     )
     job = result.job
     assert result.created is True
-    assert (job.status, job.version, job.priority, job.max_attempts) == ("pending", 1, 7, 3)
-    event = last_event(job)
-    assert (event.type, event.actor, event.payload) == (
+    assert (job.status, job.version, job.priority, job.max_attempts) == ("queued", 2, 7, 3)
+    created, queued = JobEvent.objects.filter(job=job).order_by("id")
+    assert (created.type, created.actor, created.payload) == (
         "job.created",
         "user:alice",
         {"type": "echo", "priority": 7},
     )
-    assert event.timestamp is not None
+    assert (queued.type, queued.actor, queued.payload) == ("job.queued", "system", {})
+    assert created.timestamp <= queued.timestamp
+    assert job.queued_at is not None and job.due_at is not None
 
 
 def test_create_external_type_is_queued_at_once(workspace):
@@ -398,10 +400,11 @@ def test_retry_makes_a_linked_job(status):
     new = services.job_retry(job_id=old.pk, actor="user:bob", created_by=user)
     old.refresh_from_db()
     assert (new.retry_of_id, new.type, new.payload, new.priority) == (old.pk, "echo", {"p": 1}, 8)
-    assert (new.status, new.version, new.created_by) == ("pending", 1, user)
+    assert (new.status, new.version, new.created_by) == ("queued", 2, user)
     assert last_event(old).type == "job.retried"
     assert last_event(old).payload == {"retry_job_id": str(new.pk)}
-    assert last_event(new).payload["retry_of"] == str(old.pk)
+    created = JobEvent.objects.filter(job=new, type="job.created").get()
+    assert created.payload["retry_of"] == str(old.pk)
 
 
 @pytest.mark.parametrize("status", ["pending", "queued", "running", "completed"])

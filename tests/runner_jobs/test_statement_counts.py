@@ -1,0 +1,60 @@
+"""SQL statements per operation of the hot path, pinned (docs/decisions/0100-fast-path.md). Time
+is measured by the benchmarks, never here; statement counts are the steady measure."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from job_events.herald import webhook_endpoints_memo
+from runner_jobs import services
+from runner_jobs.models import JobEvent
+from runner_jobs.tasks import execute_job_task
+from tests.factories import job_in_state
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def statements(captured: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in captured.captured_queries]
+
+
+def test_a_worker_runs_an_echo_job_in_three_statements():
+    """Start (job + ``job.started``), the workspace's webhook endpoints once for the task,
+    complete (job + ``job.completed``): no BEGIN/COMMIT, no lock taken apart from the UPDATEs'."""
+    job = job_in_state("queued")
+    with CaptureQueriesContext(connection) as captured:
+        execute_job_task.apply(args=[str(job.pk)])
+    sql = statements(captured)
+    assert len(sql) == 3, "\n".join(q[:100] for q in sql)
+    job.refresh_from_db()
+    assert (job.status, job.version) == ("completed", 4)
+    assert job.version == JobEvent.objects.filter(job=job).count()
+
+
+@pytest.mark.parametrize("report", ["progress", "event"])
+def test_a_report_is_one_conditional_statement(report):
+    job = job_in_state("running", type="agent-task")
+    with webhook_endpoints_memo():
+        services.job_progress_update(job_id=job.pk, progress=1, actor="c")  # reads endpoints
+        with CaptureQueriesContext(connection) as captured:
+            if report == "progress":
+                services.job_progress_update(
+                    job_id=job.pk, progress=50, actor="c", lease_token=job.lease_token
+                )
+            else:
+                services.event_append(
+                    job_id=job.pk, type="agent.note", actor="c", lease_token=job.lease_token
+                )
+    sql = statements(captured)
+    assert len(sql) == 1 and sql[0].startswith("WITH job AS (UPDATE"), sql
+
+
+def test_a_losing_terminal_report_costs_two_statements():
+    """The conditional UPDATE matches nothing; one read then says why (409)."""
+    job = job_in_state("completed", type="agent-task")
+    with (
+        CaptureQueriesContext(connection) as captured,
+        pytest.raises(services.InvalidTransitionError),
+    ):
+        services.job_complete(job_id=job.pk, result={}, actor="c")
+    assert len(statements(captured)) == 2
