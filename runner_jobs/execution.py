@@ -4,6 +4,7 @@ and report the outcome through the services, always with the attempt's lease tok
 attempt that lost its job (cancelled, or recovered by the sweeper) can change nothing."""
 
 import logging
+import os
 import random
 import threading
 import time
@@ -132,36 +133,71 @@ def time_limit_error(seconds: float) -> str:
     return f"Time limit exceeded: the attempt ran longer than {seconds:g} s."
 
 
-def _renew_until(ctx: JobContext, stop: threading.Event) -> None:
-    """The heartbeat: renew the lease every third of it until ``stop``, or until the renewal is
-    refused (the job is no longer ours: the handler sees ``cancelled``)."""
-    interval = settings.RUNNER_JOB_LEASE_SECONDS / 3
-    token = ctx.lease_token
-    assert token is not None, "a started job always has a lease"
-    try:
-        while not stop.wait(interval):
-            try:
-                if not services.job_lease_renew(job_id=ctx.job_id, lease_token=token):
-                    ctx.lease_lost()
-                    return
-            except DatabaseError:
-                logger.warning("heartbeat of job %s failed; trying again", ctx.job_id)
-    finally:
-        connection.close()
+class _Heartbeats:
+    """One heartbeat thread per worker process, not one per job: it renews the lease of every
+    attempt of this process that has run for a third of the lease, every third of the lease,
+    until the attempt ends or its renewal is refused (the job is no longer its: the handler sees
+    ``cancelled``). An attempt shorter than a third of the lease never touches it. The thread
+    starts on first use in each process (so after a prefork child is forked)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._attempts: dict[uuid.UUID | str, tuple[JobContext, float]] = {}
+        self._pid: int | None = None
+        self._wake = threading.Event()
+
+    def _interval(self) -> float:
+        return float(settings.RUNNER_JOB_LEASE_SECONDS) / 3
+
+    def add(self, ctx: JobContext) -> None:
+        with self._lock:
+            self._attempts[ctx.job_id] = (ctx, time.monotonic())
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="heartbeat", daemon=True).start()
+            self._wake.set()
+
+    def remove(self, ctx: JobContext) -> None:
+        with self._lock:
+            self._attempts.pop(ctx.job_id, None)
+
+    def _due(self) -> list[JobContext]:
+        now, interval = time.monotonic(), self._interval()
+        with self._lock:
+            due = [ctx for ctx, since in self._attempts.values() if now - since >= interval]
+            for ctx in due:
+                self._attempts[ctx.job_id] = (ctx, now)
+        return due
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(max(self._interval() / 4, 0.01))
+            self._wake.clear()
+            for ctx in self._due():
+                self._renew(ctx)
+
+    def _renew(self, ctx: JobContext) -> None:
+        token = ctx.lease_token
+        assert token is not None, "a started job always has a lease"
+        try:
+            if not services.job_lease_renew(job_id=ctx.job_id, lease_token=token):
+                ctx.lease_lost()
+                self.remove(ctx)
+        except DatabaseError:
+            logger.warning("heartbeat of job %s failed; trying again", ctx.job_id)
+            connection.close()
+
+
+_heartbeats = _Heartbeats()
 
 
 @contextmanager
 def _heartbeat(ctx: JobContext) -> Iterator[None]:
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=_renew_until, args=(ctx, stop), name=f"heartbeat-{ctx.job_id}", daemon=True
-    )
-    thread.start()
+    _heartbeats.add(ctx)
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        _heartbeats.remove(ctx)
 
 
 def _report_outcome(ctx: JobContext, service: Callable[..., RunnerJob], **kwargs: Any) -> Any:
