@@ -12,7 +12,12 @@ from django.utils import timezone
 from runner_jobs import services
 from runner_jobs.models import JobEvent, JobStep, RunnerJob
 from runner_jobs.registry import job_type_get, job_types
-from runner_jobs.services import locking
+from runner_jobs.services import locking, statements
+from runner_jobs.services.events import (
+    _listeners,
+    event_listener_register,
+    events_committed_on_commit,
+)
 from runner_jobs.services.jobs import WORKER_LOST_ERROR, job_queue, job_recover_lost
 from runner_jobs.services.transitions import TRANSITIONS
 from tests.factories import UserFactory, WorkspaceFactory, job_in_state
@@ -588,3 +593,34 @@ def test_side_effects_of_a_change_run_after_commit(django_capture_on_commit_call
         locking.job_update_locked(job_id=job.pk, plan=plan, actor="a")
         assert seen == []
     assert seen == ["after"] and len(callbacks) >= 1
+
+
+def test_a_conditional_write_that_keeps_missing_an_acceptable_job_gives_up(monkeypatch):
+    """The job reads as acceptable each time the conditional statement matched nothing (it
+    changed in between, three times): 409 ``concurrent_update``, nothing written."""
+    job = job_in_state("running")
+    monkeypatch.setattr(statements, "job_update_where", lambda **write: None)
+    assert_refused(
+        job,
+        lambda: services.job_progress_update(job_id=job.pk, progress=5, actor="w"),
+        services.ConcurrentUpdateError,
+    )
+
+
+def test_an_event_listener_is_registered_once_and_a_write_without_events_rings_nothing(
+    django_capture_on_commit_callbacks,
+):
+    calls: list[int] = []
+
+    def listener(events: list[JobEvent], workspace_id: int) -> None:
+        calls.append(len(events))
+
+    event_listener_register(listener)
+    event_listener_register(listener)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            events_committed_on_commit([], workspace_id=1)
+            job_in_state("queued")
+    finally:
+        _listeners.remove(listener)
+    assert calls == [2]  # the create's two events, once
