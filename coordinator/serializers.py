@@ -89,6 +89,15 @@ class StatusReportSerializer(LeaseReportSerializer):
     )
 
 
+class HeartbeatSerializer(serializers.Serializer[Any]):
+    lease_token = serializers.UUIDField(help_text="The lease_token of your claim.")
+
+
+class HeartbeatResultSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    lease_expires_at = serializers.DateTimeField()
+
+
 class ProgressReportSerializer(LeaseReportSerializer):
     progress = StrictIntegerField(min_value=0, max_value=100)
     message = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)

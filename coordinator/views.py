@@ -5,7 +5,7 @@ service with the key's actor, and serialize. Service refusals map to HTTP in
 from typing import Any
 
 from django.db.models import prefetch_related_objects
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -15,6 +15,7 @@ from runner_jobs import services
 from runner_jobs.http import with_etag
 from runner_jobs.models import RunnerJob
 from runner_jobs.serializers import (
+    ErrorSerializer,
     JobCreateSerializer,
     JobStepSerializer,
     RunnerJobDetailSerializer,
@@ -30,6 +31,8 @@ from .serializers import (
     CompleteReportSerializer,
     EventAppendSerializer,
     FailReportSerializer,
+    HeartbeatResultSerializer,
+    HeartbeatSerializer,
     LeasedJobSerializer,
     ProgressReportSerializer,
     StatusReportSerializer,
@@ -161,6 +164,29 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
             lease_token=data["lease_token"],
         )
         return self._job_response(job)
+
+    @extend_schema(
+        request=HeartbeatSerializer,
+        responses={
+            200: HeartbeatResultSerializer,
+            404: OpenApiResponse(ErrorSerializer, description="No such job for this key."),
+            409: OpenApiResponse(
+                ErrorSerializer, description="`stale_lease`: not the job's current lease."
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request: Request, pk: str) -> Response:
+        """Extend the lease of a running job without reporting anything: no event, no new
+        version. 409 ``stale_lease`` when the token is not the job's current lease."""
+        job = self._job(pk)
+        data = _valid(HeartbeatSerializer, request)
+        expires_at = services.job_lease_renew(job_id=job.pk, lease_token=data["lease_token"])
+        if expires_at is None:
+            raise services.StaleLeaseError()
+        return Response(
+            HeartbeatResultSerializer({"id": job.pk, "lease_expires_at": expires_at}).data
+        )
 
     @extend_schema(request=CompleteReportSerializer, responses=RunnerJobSerializer)
     @action(detail=True, methods=["post"])

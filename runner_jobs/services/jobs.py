@@ -7,7 +7,7 @@ import json
 import uuid
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -494,11 +494,12 @@ def job_recover_lost(*, job_id: uuid.UUID | str, actor: str = "system") -> Runne
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 
 
-def job_lease_renew(*, job_id: uuid.UUID | str, lease_token: uuid.UUID | str) -> bool:
-    """Extend a running job's lease (a worker's heartbeat). Not a change of the job's state, so
-    no event and no version bump; False when the lease is no longer this attempt's."""
-    return bool(
-        RunnerJob.objects.filter(pk=job_id, status=S.RUNNING, lease_token=lease_token).update(
-            lease_expires_at=lease_expiry()
-        )
+def job_lease_renew(*, job_id: uuid.UUID | str, lease_token: uuid.UUID | str) -> datetime | None:
+    """Extend a running job's lease (a worker's or coordinator's heartbeat) and return its new
+    expiry. Not a change of the job's state, so no event and no version bump; None when the
+    lease is no longer this attempt's."""
+    expires_at = lease_expiry()
+    renewed = RunnerJob.objects.filter(pk=job_id, status=S.RUNNING, lease_token=lease_token).update(
+        lease_expires_at=expires_at
     )
+    return expires_at if renewed else None

@@ -2,6 +2,7 @@
 changes nothing."""
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -240,6 +241,49 @@ def test_status_queued_hands_a_running_job_back(post, workspace):
     response = post(f"jobs/{job.pk}/progress/", {"progress": 5, "lease_token": lease})
     assert response.status_code == 409
     assert response.json()["code"] == "stale_lease"
+
+
+def test_heartbeat_extends_the_lease_and_writes_nothing_else(post, workspace, settings):
+    job = agent_job(workspace=workspace)
+    lease = claimed(post)["lease_token"]
+    job.refresh_from_db()
+    settings.RUNNER_JOB_LEASE_SECONDS = 600
+    response = post(f"jobs/{job.pk}/heartbeat/", {"lease_token": lease})
+    assert response.status_code == 200
+    renewed = RunnerJob.objects.get(pk=job.pk)
+    assert response.json() == {
+        "id": str(job.pk),
+        "lease_expires_at": renewed.lease_expires_at.isoformat().replace("+00:00", "Z"),
+    }
+    assert renewed.lease_expires_at - job.lease_expires_at > timedelta(seconds=500)
+    unchanged(job)
+
+
+@pytest.mark.parametrize("job_status", ["running", "cancelled"])
+def test_heartbeat_with_a_lease_that_is_not_the_jobs_is_stale(post, workspace, job_status):
+    job = agent_job(workspace=workspace)
+    lease = claimed(post)["lease_token"]
+    if job_status == "cancelled":
+        post(f"jobs/{job.pk}/status/", {"status": "cancelled", "lease_token": lease})
+        other = lease
+    else:
+        other = str(uuid.uuid4())
+    job.refresh_from_db()
+    response = post(f"jobs/{job.pk}/heartbeat/", {"lease_token": other})
+    assert response.status_code == 409
+    assert response.json()["code"] == "stale_lease"
+    unchanged(job)
+
+
+@pytest.mark.parametrize("body", [{}, {"lease_token": "nope"}, {"lease_token": None}])
+def test_heartbeat_needs_a_lease_token(post, workspace, body):
+    job = agent_job(workspace=workspace)
+    claimed(post)
+    job.refresh_from_db()
+    response = post(f"jobs/{job.pk}/heartbeat/", body)
+    assert response.status_code == 400
+    assert "lease_token" in response.json()
+    unchanged(job)
 
 
 @pytest.mark.parametrize("status", ["started", "", "RUNNING", None])

@@ -15,6 +15,7 @@ def test_schema_documents_the_coordinator_api_and_its_key(client):
         "/api/v1/coordinator/jobs/{id}/",
         "/api/v1/coordinator/jobs/{id}/status/",
         "/api/v1/coordinator/jobs/{id}/progress/",
+        "/api/v1/coordinator/jobs/{id}/heartbeat/",
         "/api/v1/coordinator/jobs/{id}/complete/",
         "/api/v1/coordinator/jobs/{id}/fail/",
         "/api/v1/coordinator/jobs/{id}/steps/",
