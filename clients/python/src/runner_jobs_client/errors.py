@@ -7,6 +7,7 @@ object); :func:`error_from_response` turns it into the matching :class:`ApiError
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from typing import Any
 
@@ -170,7 +171,9 @@ def error_from_response(response: httpx.Response) -> ApiError:
     if not isinstance(code, str):
         code = "invalid" if response.status_code == 400 else "error"
     if not isinstance(detail, str):
-        detail = str(body)[:500] if body else response.reason_phrase
+        # A field-error object says more than a status line; a page (HTML from a proxy, or
+        # Django's debug page) does not.
+        detail = json.dumps(body)[:500] if isinstance(body, dict | list) else response.reason_phrase
     cls = BY_CODE.get(code) or BY_STATUS.get(response.status_code, ApiError)
     if issubclass(cls, RetryableError):
         return cls(response.status_code, code, detail, body, retry_after_seconds(response))
