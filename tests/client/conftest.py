@@ -58,17 +58,20 @@ UNAVAILABLE = (
 class BreakingProxy:
     """A TCP proxy in front of the live server. Each connection is relayed as it is, except that
     the first ``unavailable`` connections get a 503 (``Retry-After: 1``) without reaching the
-    server, and the first ``cut_streams`` event streams are cut off in the middle of the frame
+    server, the next ``hang_up`` ones are closed without an answer (the request is lost on the
+    way), and the first ``cut_streams`` event streams are cut off in the middle of the frame
     after ``frames_per_stream`` complete ones, as a dropped network connection would."""
 
     upstream: tuple[str, int]
     unavailable: int = 0
+    hang_up: int = 0
     cut_streams: int = 0
     frames_per_stream: int = 3
     url: str = ""
     # The head of the first request of each connection that reached the server.
     requests: list[str] = field(default_factory=list)
     refused: int = 0
+    hung_up: int = 0
     cuts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,11 +102,16 @@ class BreakingProxy:
             with self._lock:
                 refuse = self.refused < self.unavailable
                 self.refused += refuse
+                hang_up = not refuse and self.hung_up < self.hang_up
+                self.hung_up += hang_up
+                refuse = refuse or hang_up
                 cut = not refuse and b"/events/stream/" in head.split(b"\r\n", 1)[0]
                 cut = cut and self.cuts < self.cut_streams
                 self.cuts += cut
                 if not refuse:
                     self.requests.append(head.split(b"\r\n\r\n", 1)[0].decode())
+            if hang_up:
+                return
             if refuse:
                 downstream.sendall(UNAVAILABLE)
                 return

@@ -4,6 +4,7 @@
 import logging
 import time
 
+import httpx
 import pytest
 from runner_jobs_client import Client, RateLimited, RetryPolicy, ServiceUnavailable
 
@@ -75,3 +76,27 @@ def test_503_beyond_the_retries_is_raised(proxy, token):
         next(client.jobs.list())
     assert (raised.value.code, raised.value.retry_after) == ("unavailable", 1)
     assert proxy.refused == 2
+
+
+def test_a_lost_answer_is_retried_only_where_repeating_is_safe(proxy, token, client):
+    job = client.jobs.create("acme", "agent-task")
+    # One connection per request, so each request meets the proxy afresh.
+    fresh_connections = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+    with (
+        fresh_connections,
+        Client(
+            proxy.url, token, retry=RetryPolicy(backoff=0.05), http_client=fresh_connections
+        ) as through_proxy,
+    ):
+        # A read, and a create (its Idempotency-Key makes a repeat the same job): retried.
+        proxy.hang_up += 1
+        assert through_proxy.jobs.get(job.id).id == job.id
+        proxy.hang_up += 1
+        created = through_proxy.jobs.create("acme", "agent-task", {"n": 2})
+        # A cancel might have been done before its answer was lost: raised, not repeated.
+        proxy.hang_up += 1
+        with pytest.raises(httpx.RemoteProtocolError):
+            through_proxy.jobs.cancel(created.id)
+    assert proxy.hung_up == 3
+    assert RunnerJob.objects.count() == 2
+    assert client.jobs.get(created.id).status == "queued"
