@@ -6,9 +6,8 @@ import pytest
 from django.utils import timezone
 from runner_jobs_client import CoordinatorClient, StaleLease
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import JobStep, RunnerJob
+from runner_jobs.models import JobEvent, JobStep, RunnerJob
 from tests.client.conftest import QUICK_RETRIES
 
 pytestmark = pytest.mark.django_db(transaction=True)
