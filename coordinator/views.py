@@ -169,6 +169,8 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         request=HeartbeatSerializer,
         responses={
             200: HeartbeatResultSerializer,
+            400: OpenApiResponse(description="No `lease_token`, or not a UUID (field errors)."),
+            401: OpenApiResponse(ErrorSerializer, description="No valid `X-API-Key`."),
             404: OpenApiResponse(ErrorSerializer, description="No such job for this key."),
             409: OpenApiResponse(
                 ErrorSerializer, description="`stale_lease`: not the job's current lease."
