@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import wrk_available
-from bench.scenarios import SCENARIOS, Bench, Row
+from bench.scenarios import SCENARIOS, Bench, Row, memory_rows
 from chaos.stack import Stack, procfile_command
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -105,6 +105,7 @@ def main(selected: list[str]) -> int:
         stack.up()
         bench = Bench(stack)
         bench.prepare()
+        bench.remember_memory("web", "idle before the run")
         for name, scenario in SCENARIOS.items():
             if selected and not any(s.lower() in name.lower() for s in selected):
                 continue
@@ -120,6 +121,9 @@ def main(selected: list[str]) -> int:
             figures["seconds"] = round(time.monotonic() - began, 1)
             report["scenarios"][name] = figures
             print("    " + json.dumps(figures, default=str), flush=True)
+            bench.remember_memory("web", f"after {name}")
+        rows += memory_rows(bench.memory)
+        report["memory"] = [dataclasses.asdict(s) for s in bench.memory]
     finally:
         if failed:
             for log in sorted(stack.logs.glob("*.log")):

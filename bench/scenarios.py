@@ -2,8 +2,11 @@
 returns table rows (with the target it is reported against) and its raw figures."""
 
 import base64
+import json
+import subprocess
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,8 +28,10 @@ from bench.load import (
     timed,
     wrk,
 )
+from bench.memory import Snapshot, largest_after, tree_memory
+from bench.peer import PEER_PROCESS, Peer, worker_concurrency
 from bench.views import CREATE_BASELINE_TABLE
-from chaos.stack import Stack, wait_until
+from chaos.stack import ROOT, VENV_BIN, Stack, procfile_command, wait_until
 
 LOAD_SECONDS = 10
 WARMUP_SECONDS = 2
@@ -37,6 +42,9 @@ E2E_CREATORS = 16
 STALL_SECONDS = 20
 RACERS = 50
 RACE_ROUNDS = 4
+REPORTERS = 10
+REPORTS_EACH = 30
+CPU_TIMEOUT_SECONDS = 900
 STREAM_JOBS = 20
 STREAMS_PER_JOB = 10
 PINGS_PER_JOB = 5
@@ -77,6 +85,7 @@ class Bench:
     admin_password: str = field(default_factory=lambda: uuid.uuid4().hex)
     read_job: str = ""
     small_reads: dict[str, float | None] = field(default_factory=dict)
+    memory: list[Snapshot] = field(default_factory=list)
 
     def prepare(self) -> None:
         stack = self.stack
@@ -135,6 +144,12 @@ class Bench:
     def count(self, table: str) -> int:
         return int(self.stack.pg.query(f"SELECT count(*) FROM {table}")[0][0])
 
+    def remember_memory(self, process: str, moment: str) -> None:
+        """RSS and PSS of ``process``'s tree now, if it runs (``web``, ``worker``, ...)."""
+        proc = self.stack.procs.get(process)
+        if proc is not None and proc.poll() is None:
+            self.memory.append(Snapshot(process, moment, tree_memory(proc.pid)))
+
 
 Result = tuple[list[Row], dict[str, Any]]
 
@@ -189,10 +204,39 @@ def _wait_for_completions(stack: Stack, ids: list[str]) -> int:
     return completed
 
 
+def peer_drain(bench: Bench) -> dict[str, Any]:
+    """Procrastinate's worker, at our worker's concurrency, draining ``NOOP_TASKS`` no-op jobs
+    (the peer baseline of the end-to-end rate); its figures."""
+    peer = Peer(bench.stack)
+    peer.prepare()
+    concurrency = worker_concurrency(procfile_command("worker"), bench.stack.env)
+    peer.start_worker(concurrency)
+    try:
+        peer.defer(1)  # warm-up: the worker is up and has run one job
+        assert peer.wait_drained(60), "the Procrastinate worker did not start"
+        time.sleep(1)
+        bench.remember_memory(PEER_PROCESS, "idle before its run")
+        figures = peer.drain(NOOP_TASKS)
+        bench.remember_memory(PEER_PROCESS, f"after {NOOP_TASKS} no-op jobs")
+    finally:
+        peer.stop_worker()
+    return {
+        "worker": f"manage.py procrastinate worker --concurrency {concurrency}",
+        "task": "sync def, returns at once (run on a thread by the worker)",
+        **figures,
+    }
+
+
 def end_to_end(bench: Bench) -> Result:
-    """Jobs/s from API create to completed (all events written), next to no-op Celery tasks
-    drained by the same worker; and the enqueue-to-start latency."""
+    """Jobs/s from API create to completed (all events written), next to no-op jobs drained by
+    the same Celery worker and by Procrastinate's; and the enqueue-to-start latency."""
     stack = bench.stack
+    try:
+        peer = peer_drain(bench)
+    except Exception:  # a baseline that failed: the other figures still count
+        peer = {"error": traceback.format_exc(limit=4)}
+    peer_rate = peer.get("jobs/s")
+
     stack.start_procfile("worker")
     client = redis.Redis(port=stack.redis.port)
     celery = _celery_client(bench)
@@ -200,6 +244,7 @@ def end_to_end(bench: Bench) -> Result:
     celery.send_task("bench.noop")
     assert wait_until(lambda: _broker_drained(client), 60, 0.05), "the worker did not start"
     time.sleep(1)
+    bench.remember_memory("worker", "idle before its run")
 
     began = time.monotonic()
     for _ in range(NOOP_TASKS):
@@ -244,6 +289,8 @@ def end_to_end(bench: Bench) -> Result:
         """,
         {"ids": ids},
     )[0]
+    time.sleep(1)  # the pool's last acknowledgements: idle again
+    bench.remember_memory("worker", f"after {NOOP_TASKS} no-op tasks and {E2E_JOBS} echo jobs")
     stack.kill("worker")
     job_rate = completed / (float(last_done) - began_wall) if completed else None
     ratio_target = 0.7
@@ -257,7 +304,22 @@ def end_to_end(bench: Bench) -> Result:
     )
     rate_row.met = rate_row.ratio is not None and rate_row.ratio >= ratio_target
     rows = [
+        Row("2 end to end", "Celery no-op drain", round(noop_rate, 1), "jobs/s"),
+        Row(
+            "2 end to end",
+            "Procrastinate no-op drain (vs Celery)",
+            peer_rate,
+            "jobs/s",
+            round(noop_rate, 1),
+        ),
         rate_row,
+        Row(
+            "2 end to end",
+            "jobs/s, create to completed (vs Procrastinate)",
+            _round(job_rate),
+            "jobs/s",
+            peer_rate,
+        ),
         Row("2 end to end", "enqueue->start p50", _ms(p50), "ms"),
         Row("2 end to end", "enqueue->start p95", _ms(p95), "ms"),
     ]
@@ -274,6 +336,7 @@ def end_to_end(bench: Bench) -> Result:
         "no-op publish s": round(published, 2),
         "no-op tasks/s": round(noop_rate, 1),
         "worker": "Procfile worker line (prefork, WORKER_CONCURRENCY default 4)",
+        "Procrastinate": peer,
     }
     return rows, figures
 
@@ -331,6 +394,234 @@ def racing_reports(bench: Bench) -> Result:
         "winners per round": winners,
         "status codes": dict(codes),
     }
+
+
+@dataclass
+class Report:
+    kind: str  # "progress" or "events"
+    value: int  # the progress reported, or the report's number
+    status: int
+    code: str | None  # the error's "code", if refused
+    began: float
+    ended: float
+
+
+def reporter_progress(reporter: int, report: int) -> int:
+    """The progress reporter ``reporter`` sends in its ``report``-th report: values spread over
+    0-100 and out of order between reporters, so the stored maximum is tested."""
+    return (reporter * 31 + report * 7) % 101
+
+
+def _reporter(
+    bench: Bench, barrier: threading.Barrier, job_id: str, lease: str, n: int
+) -> list[Report]:
+    """One of the concurrent reporters: after the barrier, ``REPORTS_EACH`` reports, progress and
+    custom events in turn, on a keep-alive connection of its own."""
+    session = requests.Session()
+    session.headers.update(bench.coordinator)
+    url = bench.stack.url(f"/api/v1/coordinator/jobs/{job_id}/")
+    reports = []
+    barrier.wait()
+    for i in range(REPORTS_EACH):
+        if i % 2 == 0:
+            kind, value = "progress", reporter_progress(n, i)
+            body: dict[str, Any] = {"progress": value}
+        else:
+            kind, value = "events", i
+            body = {"type": "bench.report", "payload": {"reporter": n, "report": i}}
+        began = time.monotonic()
+        response = session.post(f"{url}{kind}/", json={**body, "lease_token": lease}, timeout=30)
+        code = None if response.ok else response.json().get("code")
+        reports.append(Report(kind, value, response.status_code, code, began, time.monotonic()))
+    return reports
+
+
+def reporter_figures(reports: list[Report]) -> dict[str, Any]:
+    """What the reporters saw: accepted and refused reports (by status and code), accepted
+    reports/s over the whole burst, and the highest progress accepted."""
+    accepted = [r for r in reports if 200 <= r.status < 300]
+    refused = Counter(f"{r.status} {r.code}" for r in reports if not 200 <= r.status < 300)
+    seconds = max(r.ended for r in reports) - min(r.began for r in reports) if reports else 0
+    return {
+        "reports": len(reports),
+        "accepted": len(accepted),
+        "accepted progress": sum(1 for r in accepted if r.kind == "progress"),
+        "accepted events": sum(1 for r in accepted if r.kind == "events"),
+        "refused": sum(refused.values()),
+        "refused by status and code": dict(refused),
+        "seconds": round(seconds, 3),
+        "accepted reports/s": round(len(accepted) / seconds, 1) if seconds else None,
+        "highest accepted progress": max(
+            (r.value for r in accepted if r.kind == "progress"), default=None
+        ),
+    }
+
+
+def concurrent_reporters(bench: Bench) -> Result:
+    """10 coordinator threads reporting progress and custom events on one running job at once:
+    none should be refused, every accepted report has its event, the progress is the maximum."""
+    job_id = bench.external_job()
+    lease = bench.coordinate(f"{job_id}/status/", {"status": "running"}).json()["lease_token"]
+    barrier = threading.Barrier(REPORTERS)
+    calls = [partial(_reporter, bench, barrier, job_id, lease, n) for n in range(REPORTERS)]
+    reports = [r for thread in concurrently(calls, REPORTERS) for r in thread]
+    figures = reporter_figures(reports)
+    (progress, version, events, custom, progress_events) = bench.stack.pg.query(
+        """
+        SELECT j.progress, j.version, count(e.id),
+               count(e.id) FILTER (WHERE e.type = 'bench.report'),
+               count(e.id) FILTER (WHERE e.type = 'job.progress')
+        FROM runner_jobs_runnerjob j LEFT JOIN job_events_jobevent e ON e.job_id = j.id
+        WHERE j.id = %s GROUP BY j.id
+        """,
+        [job_id],
+    )[0]
+    stored = {
+        "progress": progress,
+        "version": version,
+        "events": events,
+        "bench.report events": custom,
+        "job.progress events": progress_events,
+    }
+    # Every accepted report has its event, no refused one has, and the version counts events.
+    consistent = (
+        custom == figures["accepted events"]
+        and progress_events == figures["accepted progress"]
+        and progress == figures["highest accepted progress"]
+        and version == events
+    )
+    rate = figures["accepted reports/s"]
+    rows = [
+        Row(
+            "8 concurrent reporters",
+            f"refused of {len(reports)} reports ({REPORTERS} threads, one job)",
+            figures["refused"],
+            "reports",
+            target="= 0",
+            met=figures["refused"] == 0,
+        ),
+        Row(
+            "8 concurrent reporters",
+            "accepted reports/s",
+            rate,
+            "reports/s",
+            target=">= 300",
+            met=rate is not None and rate >= 300,
+        ),
+        Row(
+            "8 concurrent reporters",
+            "events, progress and version agree with the 2xx",
+            int(consistent),
+            "yes=1",
+            target="= 1",
+            met=consistent,
+        ),
+    ]
+    return rows, {**figures, "stored": stored, "reporters": REPORTERS, "each": REPORTS_EACH}
+
+
+# --- CPU and statements per operation, in process ---------------------------------------------
+
+# The issue's goals per operation: CPU ms, statements and transactions at most (None: no goal).
+CPU_GOALS: dict[str, tuple[float | None, int | None, int | None]] = {
+    "healthz": (None, None, None),
+    "create": (6, 6, 1),
+    "worker echo job": (5, 6, None),
+    "progress report": (3, None, None),
+    "event report": (3, None, None),
+    "losing terminal report": (2, None, None),
+}
+
+
+def cpu_rows(figures: dict[str, Any]) -> list[Row]:
+    """Two rows per operation of ``bench.cpu``'s figures: CPU ms (next to ``/healthz`` for the
+    requests) and statements (with their transactions), against the issue's goals."""
+    rows = []
+    healthz = figures.get("healthz", {}).get("cpu ms")
+    for name, (cpu_goal, statements_goal, transactions_goal) in CPU_GOALS.items():
+        if name not in figures:
+            continue
+        op = figures[name]
+        cpu = Row(
+            "7 CPU per operation",
+            f"{name}: CPU",
+            op["cpu ms"],
+            "ms",
+            healthz if name not in {"healthz", "worker echo job"} else None,
+        )
+        if cpu_goal is not None:
+            cpu.target, cpu.met = f"<= {cpu_goal} ms", op["cpu ms"] <= cpu_goal
+        count = op["transactions"]
+        statements = Row(
+            "7 CPU per operation",
+            f"{name}: SQL statements, {count:g} transaction{'' if count == 1 else 's'}",
+            op["statements"],
+            "statements",
+        )
+        goals = []
+        if statements_goal is not None:
+            goals.append(f"<= {statements_goal}")
+        if transactions_goal is not None:
+            goals.append(f"<= {transactions_goal} transaction")
+        if goals:
+            statements.target = ", ".join(goals)
+            statements.met = (statements_goal is None or op["statements"] <= statements_goal) and (
+                transactions_goal is None or count <= transactions_goal
+            )
+        rows += [cpu, statements]
+    return rows
+
+
+def cpu_per_operation(bench: Bench) -> Result:
+    """CPU ms and SQL statements of each operation, in one process with production settings
+    (``python -m bench.cpu``), against the stack's database and broker."""
+    stack = bench.stack
+    # Beat's sweeps would land in the queues the worker operation takes its messages from.
+    stack.kill("beat")
+    bench.flush_broker()
+    out = stack.base / "cpu.json"
+    try:
+        with open(stack.logs / "cpu.log", "ab") as log:
+            subprocess.run(
+                [str(VENV_BIN / "python"), "-m", "bench.cpu", str(out)],
+                cwd=ROOT,
+                env={
+                    **stack.env,
+                    "BENCH_TOKEN": stack.token,
+                    "BENCH_COORDINATOR_KEY": bench.coordinator_key,
+                },
+                stdout=log,
+                stderr=log,
+                check=True,
+                timeout=CPU_TIMEOUT_SECONDS,
+            )
+    finally:
+        bench.flush_broker()
+        stack.start_beat()
+    figures = json.loads(out.read_text())
+    return cpu_rows(figures), figures
+
+
+# The processes whose memory the table shows, in this order, with their names there.
+PROCESS_LABELS = {"web": "web", "worker": "worker", PEER_PROCESS: "Procrastinate worker"}
+
+
+def memory_rows(snapshots: list[Snapshot]) -> list[Row]:
+    """Per process, the RSS of its tree at its first snapshot (idle, before its run) and at its
+    largest later one, with that one's ratio to the first. (PSS is in the JSON.)"""
+    rows = []
+    for process, label in PROCESS_LABELS.items():
+        mine = [s for s in snapshots if s.process == process]
+        if not mine:
+            continue
+        first, after = mine[0], largest_after(snapshots, process)
+        rss = first.figures["rss MiB"]
+        name = f"{label} RSS ({first.figures['processes']} processes)"
+        rows.append(Row("9 memory", f"{name}, {first.moment}", rss, "MiB"))
+        if after is not None:
+            later = after.figures["rss MiB"]
+            rows.append(Row("9 memory", f"{name}, {after.moment}", later, "MiB", rss))
+    return rows
 
 
 def event_streams(bench: Bench) -> Result:
@@ -563,8 +854,10 @@ def _ms(seconds: Any) -> float | None:
 # worker (scenario 2) would be handed those by the sweeper in the middle of its measurement.
 SCENARIOS = {
     "create API vs bare INSERT": create_api,
-    "end to end vs Celery no-op": end_to_end,
+    "end to end vs Celery no-op and the peer": end_to_end,
     "racing terminal reports": racing_reports,
+    "concurrent reporters": concurrent_reporters,
+    "cpu and statements per operation": cpu_per_operation,
     "200 open event streams": event_streams,
     "reads at 10 k rows": reads_small,
     "reads at 1 M rows": reads_large,
