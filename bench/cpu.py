@@ -50,6 +50,7 @@ COORDINATOR_JOBS = "/api/v1/coordinator/jobs/"
 SQL_SHOWN = 160  # characters of each statement kept in the figures, to see what they are
 
 _WRITE = re.compile(r"\b(INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM)\b", re.IGNORECASE)
+_LITERAL = re.compile(r"'(?:[^']|'')*'")  # a string value, whose words are no SQL
 
 
 def transactions(statements: list[str]) -> int:
@@ -63,7 +64,11 @@ def transactions(statements: list[str]) -> int:
             count, inside = count + 1, True
         elif word in {"COMMIT", "ROLLBACK"}:
             inside = False
-        elif not inside and word in {"INSERT", "UPDATE", "DELETE", "WITH"} and _WRITE.search(sql):
+        elif (
+            not inside
+            and word in {"INSERT", "UPDATE", "DELETE", "WITH"}
+            and _WRITE.search(_LITERAL.sub("''", sql))
+        ):
             count += 1
     return count
 
