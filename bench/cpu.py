@@ -86,13 +86,14 @@ def task_call(message: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any], 
 
 @dataclass
 class Operation:
-    """``run`` is measured; ``setup`` makes its argument beforehand; ``check`` verifies the
-    outcome afterwards (neither is counted)."""
+    """``run`` is measured; ``setup`` makes its argument beforehand, ``before`` clears the way
+    for a batch of setups, ``check`` verifies the outcome afterwards (none of them counted)."""
 
     name: str
     run: Callable[[Any], Any]
     setup: Callable[[], Any] = lambda: None
     check: Callable[[Any, Any], None] = lambda _arg, _result: None
+    before: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -125,9 +126,11 @@ def measure(
         operation.check(arg, operation.run(arg))
 
     for _ in range(warmup):
+        operation.before()
         once(operation.setup())
     figures = Figures()
     for _ in range(rounds):
+        operation.before()
         args = [operation.setup() for _ in range(per_round)]
         results = []
         began = time.process_time()
@@ -136,6 +139,7 @@ def measure(
         figures.cpu_ms.append((time.process_time() - began) * 1000 / per_round)
         for arg, result in zip(args, results, strict=True):
             operation.check(arg, result)
+        operation.before()
         arg = operation.setup()
         with CaptureQueriesContext(connection) as captured:
             result = operation.run(arg)
@@ -200,16 +204,15 @@ class Operations:
         return str(response.json()["id"])
 
     def published_job(self) -> tuple[str, list[dict[str, Any]]]:
-        """A new echo job created through the API, and the broker messages its create sent.
-        Nothing else is left to run, so a worker that takes its work from the database (not from
-        the message) takes this job too."""
-        self.discard_unrun()
+        """A new echo job created through the API, and the broker messages its create sent."""
         job_id = self.create()
         return job_id, self.broker_messages()
 
     def discard_unrun(self) -> None:
         """The messages and jobs earlier operations left (the creates'): off the broker, and
-        marked cancelled in the database (throwaway rows, no event)."""
+        marked cancelled in the database (throwaway rows, no event). Before a round of worker
+        runs, so that a worker that takes its work from the database rather than from the
+        message runs the round's jobs, and they alone."""
         from runner_jobs.models import RunnerJob  # after django.setup()
 
         self.broker_messages()
@@ -267,6 +270,7 @@ class Operations:
                 lambda arg: self.run_messages(arg[1]),
                 setup=self.published_job,
                 check=self.check_completed,
+                before=self.discard_unrun,
             ),
             Operation(
                 "progress report",

@@ -563,7 +563,7 @@ def cpu_rows(figures: dict[str, Any]) -> list[Row]:
         count = op["transactions"]
         statements = Row(
             "7 CPU per operation",
-            f"{name}: SQL statements, {count:g} transaction{'' if count == 1 else 's'}",
+            f"{name}: SQL statements, {plural(count, 'transaction')}",
             op["statements"],
             "statements",
         )
@@ -625,7 +625,7 @@ def memory_rows(snapshots: list[Snapshot]) -> list[Row]:
             continue
         first, after = mine[0], largest_after(snapshots, process)
         rss = first.figures["rss MiB"]
-        name = f"{label} RSS ({first.figures['processes']} processes)"
+        name = f"{label} RSS ({plural(first.figures['processes'], 'process')})"
         rows.append(Row("9 memory", f"{name}, {first.moment}", rss, "MiB"))
         if after is not None:
             later = after.figures["rss MiB"]
@@ -849,6 +849,12 @@ def admin_changelist(bench: Bench) -> Result:
             )
         )
     return rows, figures
+
+
+def plural(count: float, noun: str) -> str:
+    """``1 transaction``, ``2 transactions``, ``1 process``, ``5 processes``."""
+    ending = "" if count == 1 else "es" if noun.endswith("s") else "s"
+    return f"{count:g} {noun}{ending}"
 
 
 def _round(value: float | None) -> float | None:

@@ -11,6 +11,7 @@ from bench.scenarios import (
     Row,
     cpu_rows,
     memory_rows,
+    plural,
     reporter_figures,
     reporter_progress,
 )
@@ -158,6 +159,16 @@ def test_reporter_figures() -> None:
     assert reporter_figures([])["accepted reports/s"] is None
 
 
+def test_plural() -> None:
+    assert [plural(n, "transaction") for n in (0, 1, 2)] == [
+        "0 transactions",
+        "1 transaction",
+        "2 transactions",
+    ]
+    assert [plural(n, "process") for n in (1, 5)] == ["1 process", "5 processes"]
+    assert plural(1.5, "transaction") == "1.5 transactions"  # a median of two counts
+
+
 def test_reporter_progress_stays_in_range_and_out_of_order() -> None:
     values = [reporter_progress(n, i) for n in range(10) for i in range(0, 30, 2)]
     assert all(0 <= v <= 100 for v in values)
@@ -194,12 +205,12 @@ def test_cpu_rows_against_the_goals() -> None:
 
 
 def test_memory_rows_first_and_largest_later_snapshot() -> None:
-    def snap(process: str, moment: str, rss: float) -> Snapshot:
-        return Snapshot(process, moment, {"rss MiB": rss, "pss MiB": rss / 2, "processes": 3})
+    def snap(process: str, moment: str, rss: float, processes: int = 3) -> Snapshot:
+        return Snapshot(process, moment, {"rss MiB": rss, "processes": processes})
 
     snapshots = [
         snap("web", "idle before the run", 200.0),
-        snap(PEER_PROCESS, "idle before its run", 50.0),
+        snap(PEER_PROCESS, "idle before its run", 50.0, processes=1),
         snap("web", "after create", 260.0),
         snap("worker", "idle before its run", 400.0),
         snap("web", "after streams", 210.0),
@@ -211,6 +222,6 @@ def test_memory_rows_first_and_largest_later_snapshot() -> None:
         ("web RSS (3 processes), idle before the run", 200.0, None),
         ("web RSS (3 processes), after create", 260.0, 200.0),
         ("worker RSS (3 processes), idle before its run", 400.0, None),
-        ("Procrastinate worker RSS (3 processes), idle before its run", 50.0, None),
+        ("Procrastinate worker RSS (1 process), idle before its run", 50.0, None),
     ]
     assert rows[1].ratio == 1.3
