@@ -174,7 +174,8 @@ def create_api(bench: Bench) -> Result:
     baseline = _load(bench, "/bench/insert/")
     api = _load(bench, "/api/v1/runner-jobs/", bench.auth)
     bench.discard_unrun()
-    ratio_target = 0.6
+    # Issue 13's goal: the create API at 0.4 of a bare INSERT view or better.
+    ratio_target = 0.4
     row = Row(
         "1 create API",
         "create-job requests/s",
@@ -302,7 +303,8 @@ def end_to_end(bench: Bench) -> Result:
     bench.remember_memory("worker", f"after {NOOP_TASKS} no-op tasks and {E2E_JOBS} echo jobs")
     stack.kill("worker")
     job_rate = completed / (float(last_done) - began_wall) if completed else None
-    ratio_target = 0.7
+    # Issue 13's goal: end to end at 0.4 of the Celery no-op drain or better.
+    ratio_target = 0.4
     rate_row = Row(
         "2 end to end",
         "jobs/s, create to completed",
@@ -385,8 +387,8 @@ def racing_reports(bench: Bench) -> Result:
             "complete p99",
             _round(p99),
             "ms",
-            target="< 50 ms",
-            met=p99 is not None and p99 < 50,
+            target="< 150 ms",
+            met=p99 is not None and p99 < 150,
         ),
         Row(
             "3 racing reports",
