@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An upstream id (load balancer, caller) is kept when it looks like an id, else replaced.
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -87,7 +87,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         upstream = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = upstream if REQUEST_ID_PATTERN.match(upstream) else uuid.uuid4().hex
+        request_id = upstream if REQUEST_ID_PATTERN.fullmatch(upstream) else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.monotonic()

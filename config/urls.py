@@ -4,8 +4,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import ops
 
-# URLs under /api/ that match no route answer with the API's JSON error, not an HTML page.
-handler404 = "runner_jobs.http.not_found"
+# Under /api/ Django's own error answers are the API's JSON error, not an HTML page.
+handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from runner_jobs.models import JobStatus, StepPhase, StepStatus
 from runner_jobs.registry import job_type_get
-from runner_jobs.serializers import RunnerJobSerializer, json_shape_error
+from runner_jobs.serializers import RunnerJobSerializer
 
 CLAIM_LIMIT_MAX = 100
 
@@ -19,17 +19,6 @@ class StrictIntegerField(serializers.IntegerField):
         if not isinstance(data, int) or isinstance(data, bool):
             self.fail("invalid")
         return super().to_internal_value(data)
-
-
-class StorableJSONField(serializers.JSONField):
-    """Any JSON value PostgreSQL can store and the API can render back; a 400 otherwise."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        value = super().to_internal_value(data)
-        error = json_shape_error(value)
-        if error:
-            raise serializers.ValidationError(error)
-        return value
 
 
 class LeaseReportSerializer(serializers.Serializer[Any]):
@@ -104,7 +93,7 @@ class ProgressReportSerializer(LeaseReportSerializer):
 
 
 class CompleteReportSerializer(LeaseReportSerializer):
-    result = StorableJSONField(required=False, allow_null=True, default=None)
+    result = serializers.JSONField(required=False, allow_null=True, default=None)
 
 
 class FailReportSerializer(LeaseReportSerializer):
@@ -128,7 +117,9 @@ class EventAppendSerializer(LeaseReportSerializer):
     type = serializers.CharField(
         max_length=64, help_text="A dotted lowercase name, e.g. agent.tool_call."
     )
-    payload = StorableJSONField(required=False, default=dict, help_text="A JSON object ≤ 64 KiB.")
+    payload = serializers.JSONField(
+        required=False, default=dict, help_text="A JSON object ≤ 64 KiB."
+    )
     step = serializers.IntegerField(
         required=False, allow_null=True, default=None, min_value=1, max_value=2**63 - 1
     )

@@ -44,6 +44,8 @@ class WebhookEndpointCreateSerializer(serializers.ModelSerializer[WebhookEndpoin
     class Meta:
         model = WebhookEndpoint
         fields = ["workspace", "url", "event_types"]
+        # The model's default (no types) would make an endpoint that never fires.
+        extra_kwargs = {"event_types": {"required": True}}
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()

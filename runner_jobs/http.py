@@ -1,10 +1,8 @@
 """HTTP details shared by every API that shows or changes a job (consumer and coordinator):
-``ETag: "<version>"`` on job responses, ``If-Match`` on writes, and JSON 404s under /api/."""
+``ETag: "<version>"`` on job responses and ``If-Match`` on writes."""
 
 import re
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +10,7 @@ from rest_framework.response import Response
 from runner_jobs.models import RunnerJob
 
 # One entity tag, strong or weak (a weak tag names the same version here): "3" or W/"3".
-_ENTITY_TAG = re.compile(r'^(?:W/)?"(\d{1,10})"$')
+_ENTITY_TAG = re.compile(r'(?:W/)?"(\d{1,10})"')
 
 
 def job_etag(job: RunnerJob) -> str:
@@ -32,18 +30,10 @@ def if_match_version(request: Request) -> int | None:
     header = request.headers.get("If-Match")
     if header is None or header.strip() == "*":
         return None
-    match = _ENTITY_TAG.match(header.strip())
+    match = _ENTITY_TAG.fullmatch(header.strip())
     if match is None:
         raise ValidationError(
             {"If-Match": ['Must be one entity tag from this job\'s ETag, e.g. "3".']},
             code="invalid_if_match",
         )
     return int(match.group(1))
-
-
-def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """``handler404``: a URL under /api/ that matches no route answers in the API's JSON error
-    shape, like every other API error; the admin and other pages keep Django's HTML page."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
-    return defaults.page_not_found(request, exception)

@@ -19,7 +19,6 @@ DETAIL_EVENTS_LIMIT = 100
 # The model's columns: a larger value would overflow them (a 500), so it is refused as input.
 MAX_ATTEMPTS_LIMIT = 100
 JOB_SPEC_FIELDS = tuple(field.name for field in dataclasses.fields(JobSpec))
-PAYLOAD_MAX_DEPTH = 64
 
 
 class ErrorSerializer(serializers.Serializer[Any]):
@@ -132,24 +131,6 @@ class RunnerJobDetailSerializer(RunnerJobSerializer):
         return list(JobEventSerializer(events, many=True).data)
 
 
-def json_shape_error(value: Any) -> str | None:
-    """Why PostgreSQL or the JSON renderer could not take ``value`` (U+0000 in text or jsonb, or
-    nesting deeper than ``PAYLOAD_MAX_DEPTH``: Python's JSON encoder recurses), or None. Walked
-    without recursion, so a deep value cannot overflow the stack here either. Any API field that
-    stores client JSON checks it, so such a value is a 400 and never a 500."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str) and "\x00" in item:
-            return "Must not contain the character U+0000."
-        if isinstance(item, dict | list):
-            if depth > PAYLOAD_MAX_DEPTH:
-                return f"Must not nest deeper than {PAYLOAD_MAX_DEPTH} levels."
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return None
-
-
 class JobCreateSerializer(serializers.Serializer[Any]):
     """The body of a create: shapes only. The service checks the type and the payload's size
     (``JobInputError``, also a 400)."""
@@ -171,12 +152,6 @@ class JobCreateSerializer(serializers.Serializer[Any]):
         default=None,
         help_text="Defaults to the type's limit, else 3.",
     )
-
-    def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:
-        error = json_shape_error(value)
-        if error:
-            raise serializers.ValidationError(error)
-        return value
 
     @staticmethod
     def spec(data: dict[str, Any]) -> JobSpec:

@@ -42,6 +42,9 @@ MIDDLEWARE = [
     # Outermost: request metrics see every request; the request id is bound for every log line.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.logging.RequestIdMiddleware",
+    # Malformed requests (an oversized or unsized body, a NUL in the URL, a header that is not
+    # text) are refused here, before any body is read or any view runs.
+    "config.middleware.RequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -118,8 +121,11 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-# An explicit request body limit: a job payload may be 256 KiB, the body a little more.
+# An explicit request body limit: a job payload may be 256 KiB, the body a little more. Checked
+# against Content-Length before the body is read (config/middleware.py).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=512 * 1024)
+# Should DEBUG be on, its error page still hides settings that locate a service or hold a secret.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.errors.SettingsHidingFilter"
 
 # --- REST framework ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -278,6 +284,8 @@ RUNNER_API_QUOTA = env("RUNNER_API_QUOTA", default="100000/hour")
 # How long a web process remembers a consumer token it has checked (no query per request); a
 # revoked token is refused everywhere within this many seconds. 0 checks every request.
 RUNNER_AUTH_CACHE_SECONDS = env.float("RUNNER_AUTH_CACHE_SECONDS", default=1.0)
+# Requests per client address (an IPv6 /64) without a valid credential: none, or a bad one.
+RUNNER_ANON_QUOTA = env("RUNNER_ANON_QUOTA", default="1000/hour")
 # The daily prune task deletes jobs that ended more than this many days ago.
 RUNNER_RETENTION_DAYS = env.int("RUNNER_RETENTION_DAYS", default=30)
 CELERY_BEAT_SCHEDULE["prune-jobs"] = {

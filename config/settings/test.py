@@ -18,3 +18,5 @@ STORAGES = {
 # Tests revoke tokens and expect the next request refused; tests/api/test_auth_cache.py turns
 # the memory on.
 RUNNER_AUTH_CACHE_SECONDS = 0.0
+# The whole suite calls from one address; the anonymous quota's own tests set a small one.
+RUNNER_ANON_QUOTA = "1000000/hour"

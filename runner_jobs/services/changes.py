@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from runner_jobs.events import EventType
 from runner_jobs.models import JobStatus, JobStep, RunnerJob
+from runner_jobs.storable import unstorable_reason
 
 LeaseToken = uuid.UUID | str | None
 
@@ -66,9 +67,15 @@ def requeue_change(payload: dict[str, Any]) -> Change:
     return Change(EventType.JOB_QUEUED, payload, {**queue_fields(), **LEASE_CLEARED})
 
 
-def size_error(value: Any, *, limit: int) -> str | None:
-    """The one size rule for what clients store: JSON values (payloads) measured as compact
-    JSON, text (step output) as UTF-8; the error to show, or None when ``value`` fits."""
+def stored_value_error(value: Any, *, name: str, limit: int | None = None) -> str | None:
+    """The one rule for what clients store: PostgreSQL must be able to store it (no NUL or lone
+    surrogate in its text, no infinity or NaN, no absurd nesting: ``runner_jobs.storable``), and
+    it must fit ``limit``, JSON values (payloads) measured as compact JSON, text (step output) as
+    UTF-8. The error to show for field ``name``, or None when ``value`` may be stored."""
+    if reason := unstorable_reason(value, path=name):
+        return reason
+    if limit is None:
+        return None
     if isinstance(value, str):
         size, unit = len(value.encode()), "bytes"
     else:

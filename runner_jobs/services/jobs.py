@@ -35,7 +35,7 @@ from .changes import (
     lease_fields,
     queue_fields,
     requeue_change,
-    size_error,
+    stored_value_error,
 )
 from .dispatch import job_publish_on_commit
 from .events import events_committed_on_commit
@@ -94,7 +94,9 @@ class JobSpec:
             errors["type"] = [f"Unknown job type {self.type!r}."]
         if not isinstance(self.payload, dict):
             errors["payload"] = ["Must be a JSON object."]
-        elif error := size_error(self.payload, limit=settings.RUNNER_MAX_PAYLOAD_BYTES):
+        elif error := stored_value_error(
+            self.payload, name="payload", limit=settings.RUNNER_MAX_PAYLOAD_BYTES
+        ):
             errors["payload"] = [error]
         if errors:
             raise JobInputError(errors)
@@ -329,6 +331,8 @@ def job_complete(
 ) -> RunnerJob:
     """``running`` -> ``completed`` in one conditional statement: the UPDATE takes the row
     lock, so of racing terminal reports exactly one completes the job."""
+    if error := stored_value_error(result, name="result"):
+        raise JobInputError({"result": [error]})
 
     def refuse(job: RunnerJob) -> None:
         transition_check(job.status, S.COMPLETED)

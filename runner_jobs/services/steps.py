@@ -27,7 +27,7 @@ from runner_jobs.models import (
     StepStatus,
 )
 
-from .changes import Change, LeaseToken, lease_expiry, size_error
+from .changes import Change, LeaseToken, lease_expiry, stored_value_error
 from .locking import job_update_conditional, job_update_locked, lease_check
 from .statements import Assignment
 from .transitions import require_status
@@ -110,7 +110,9 @@ def step_finish(
             raise InvalidTransitionError(f"The step is already {step.status}.")
         step.output += output
         # The step's whole output, as stored, is held to the payload limit.
-        if error := size_error(step.output, limit=settings.RUNNER_MAX_PAYLOAD_BYTES):
+        if error := stored_value_error(
+            step.output, name="output", limit=settings.RUNNER_MAX_PAYLOAD_BYTES
+        ):
             raise JobInputError({"output": [error]})
         if status != StepStatus.RUNNING:
             step.status = status
@@ -157,7 +159,7 @@ def event_append(
     payload = payload if payload is not None else {}
     if not isinstance(payload, dict):
         errors["payload"] = ["Must be a JSON object."]
-    elif error := size_error(payload, limit=CUSTOM_EVENT_MAX_PAYLOAD_BYTES):
+    elif error := stored_value_error(payload, name="payload", limit=CUSTOM_EVENT_MAX_PAYLOAD_BYTES):
         errors["payload"] = [error]
     if errors:
         raise JobInputError(errors)

@@ -132,7 +132,7 @@ def test_payload_nested_too_deep_is_a_400(client):
         inner = inner["k"]
     response = create(client, {"workspace": "acme", "type": "echo", "payload": payload})
     assert response.status_code == 400
-    assert response.json() == {"payload": ["Must not nest deeper than 64 levels."]}
+    assert response.json() == {"payload": ["payload: nests deeper than 64 levels."]}
 
 
 def test_json_nested_deeper_than_the_parser_can_go_is_a_400(client):

@@ -86,7 +86,7 @@ def test_quota_parse(rate, parsed):
     assert quota_parse(rate) == parsed
 
 
-@override_settings(ROOT_URLCONF=__name__, RUNNER_API_QUOTA="1/minute")
+@override_settings(ROOT_URLCONF=__name__, RUNNER_ANON_QUOTA="1/minute")
 def test_anonymous_callers_are_counted_by_address(client):
     assert client.get("/public/", REMOTE_ADDR="10.0.0.1").status_code == 200
     assert client.get("/public/", REMOTE_ADDR="10.0.0.1").status_code == 429
