@@ -40,6 +40,18 @@ from .serializers import (
     StepStartSerializer,
 )
 
+# Refusals of a report on one job (the refusals every operation shares are added to the schema
+# by config.schema). 404: the job does not exist or is outside the key's workspaces.
+CONFLICT = OpenApiResponse(
+    ErrorSerializer,
+    description="`invalid_transition` (not allowed in the job's state), `stale_lease` (the "
+    "lease_token is an earlier attempt's) or `concurrent_update`.",
+)
+
+
+def report_responses(success: Any, status_code: int = 200) -> dict[int, Any]:
+    return {status_code: success, 409: CONFLICT}
+
 
 def _valid(serializer_class: type[serializers.Serializer[Any]], request: Request) -> Any:
     serializer = serializer_class(data=request.data)
@@ -133,7 +145,7 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         prefetch_related_objects(jobs, "workspace", "created_by")
         return Response({"jobs": LeasedJobSerializer(jobs, many=True).data})
 
-    @extend_schema(request=StatusReportSerializer, responses=LeasedJobSerializer)
+    @extend_schema(request=StatusReportSerializer, responses=report_responses(LeasedJobSerializer))
     @action(detail=True, methods=["post"], url_path="status")
     def status_report(self, request: Request, pk: str) -> Response:
         """Move the job to ``status`` under its row lock. ``running`` (from queued) starts a new
@@ -150,7 +162,9 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         )
         return self._job_response(job, serializer_class=LeasedJobSerializer)
 
-    @extend_schema(request=ProgressReportSerializer, responses=RunnerJobSerializer)
+    @extend_schema(
+        request=ProgressReportSerializer, responses=report_responses(RunnerJobSerializer)
+    )
     @action(detail=True, methods=["post"])
     def progress(self, request: Request, pk: str) -> Response:
         """Report progress (0-100; the stored value never decreases). Renews the lease."""
@@ -169,9 +183,6 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         request=HeartbeatSerializer,
         responses={
             200: HeartbeatResultSerializer,
-            400: OpenApiResponse(description="No `lease_token`, or not a UUID (field errors)."),
-            401: OpenApiResponse(ErrorSerializer, description="No valid `X-API-Key`."),
-            404: OpenApiResponse(ErrorSerializer, description="No such job for this key."),
             409: OpenApiResponse(
                 ErrorSerializer, description="`stale_lease`: not the job's current lease."
             ),
@@ -190,7 +201,9 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
             HeartbeatResultSerializer({"id": job.pk, "lease_expires_at": expires_at}).data
         )
 
-    @extend_schema(request=CompleteReportSerializer, responses=RunnerJobSerializer)
+    @extend_schema(
+        request=CompleteReportSerializer, responses=report_responses(RunnerJobSerializer)
+    )
     @action(detail=True, methods=["post"])
     def complete(self, request: Request, pk: str) -> Response:
         """Complete the running job with ``result``, under its row lock: exactly once."""
@@ -201,7 +214,7 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         )
         return self._job_response(job)
 
-    @extend_schema(request=FailReportSerializer, responses=RunnerJobSerializer)
+    @extend_schema(request=FailReportSerializer, responses=report_responses(RunnerJobSerializer))
     @action(detail=True, methods=["post"])
     def fail(self, request: Request, pk: str) -> Response:
         """Fail the running job with ``error``, under its row lock."""
@@ -212,7 +225,7 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         )
         return self._job_response(job)
 
-    @extend_schema(request=StepStartSerializer, responses={201: JobStepSerializer})
+    @extend_schema(request=StepStartSerializer, responses=report_responses(JobStepSerializer, 201))
     @action(detail=True, methods=["post"])
     def steps(self, request: Request, pk: str) -> Response:
         """Start the job's next step. Renews the lease."""
@@ -227,7 +240,7 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         )
         return Response(JobStepSerializer(step).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=StepReportSerializer, responses=JobStepSerializer)
+    @extend_schema(request=StepReportSerializer, responses=report_responses(JobStepSerializer))
     @action(detail=True, methods=["patch"], url_path=r"steps/(?P<step_id>\d+)")
     def step_report(self, request: Request, pk: str, step_id: str) -> Response:
         """Finish a running step (completed, failed, skipped) or append to its output (running).
@@ -244,7 +257,9 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         )
         return Response(JobStepSerializer(step).data)
 
-    @extend_schema(request=EventAppendSerializer, responses={201: RunnerJobSerializer})
+    @extend_schema(
+        request=EventAppendSerializer, responses=report_responses(RunnerJobSerializer, 201)
+    )
     @action(detail=True, methods=["post"])
     def events(self, request: Request, pk: str) -> Response:
         """Append a custom event (a dotted lowercase type, payload ≤ 64 KiB) to a job that has

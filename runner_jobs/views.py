@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.middleware import header_text
 from runner_jobs import services
 from runner_jobs.filters import JobEventFilter, RunnerJobFilter
 from runner_jobs.http import if_match_version, with_etag
@@ -66,8 +67,12 @@ class CanWriteJob(BasePermission):
 
 
 def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and key.isprintable()):
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    # The key as the client wrote it (the request guard refused one that is not UTF-8 text).
+    key = header_text(raw) or ""
+    if not (0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and key.isprintable()):
         raise ValidationError(
             {
                 "Idempotency-Key": [

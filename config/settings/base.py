@@ -166,6 +166,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # Jobs and steps both have a "status"; name their enums after the model's choices.
+    # Every operation lists every refusal it can answer with (config/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "runner_jobs.models.JobStatus",
         "StepStatusEnum": "runner_jobs.models.StepStatus",
