@@ -14,11 +14,14 @@ from django.views import debug, defaults
 API_PREFIX = "/api/"
 
 
-def error_response(status: int, code: str, detail: str) -> JsonResponse:
-    """The API's error body; a 401 says which credential it wants, as DRF's do."""
+def error_response(
+    status: int, code: str, detail: str, *, challenge: str = "Token"
+) -> JsonResponse:
+    """The API's error body; a 401 says which credential it wants (``WWW-Authenticate``), as
+    DRF's do."""
     response = JsonResponse({"detail": detail, "code": code}, status=status)
     if status == 401:
-        response["WWW-Authenticate"] = "Token"
+        response["WWW-Authenticate"] = challenge
     return response
 
 

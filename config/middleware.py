@@ -12,8 +12,9 @@ from config.errors import error_response, is_api, throttled_response
 from config.throttling import anonymous_quota_spend
 
 # Headers whose value the API reads. A server hands them over as latin-1 text (WSGI and ASGI
-# alike), so a byte that is not UTF-8 arrives as a character nobody meant.
-CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
+# alike), so a byte that is not UTF-8 arrives as a character nobody meant. A credential header
+# maps to the challenge of its 401 (the scheme DRF's authentication classes announce).
+CREDENTIAL_HEADERS = {"Authorization": "Token", "X-API-Key": "X-API-Key"}
 TEXT_HEADERS = ("Idempotency-Key", "If-Match", "Last-Event-ID")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -70,13 +71,15 @@ class RequestGuardMiddleware:
     def _header_refusal(self, request: HttpRequest) -> HttpResponse | None:
         if not is_api(request):
             return None
-        for name in CREDENTIAL_HEADERS:
+        for name, challenge in CREDENTIAL_HEADERS.items():
             raw = request.headers.get(name)
             if raw is not None and header_text(raw) is None:
                 retry_after = anonymous_quota_spend(request)
                 if retry_after is not None:
                     return throttled_response(retry_after)
-                return error_response(401, "authentication_failed", f"Invalid {name} header.")
+                return error_response(
+                    401, "authentication_failed", f"Invalid {name} header.", challenge=challenge
+                )
         for name in TEXT_HEADERS:
             raw = request.headers.get(name)
             if raw is not None and header_text(raw) is None:

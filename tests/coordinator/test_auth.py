@@ -27,6 +27,9 @@ def agent_job(status: str, workspace) -> RunnerJob:
         {"HTTP_X_API_KEY": "nope"},
         {"HTTP_X_API_KEY": "abcdefgh.wrong-secret"},
         {"HTTP_AUTHORIZATION": "Api-Key whatever"},
+        # Bytes that are not UTF-8 (as a server hands them over) and a NUL: refused unread.
+        {"HTTP_X_API_KEY": "\xff\xfe.\xff"},
+        {"HTTP_X_API_KEY": "abc\x00def.secret"},
     ],
 )
 def test_missing_or_wrong_key_is_401(headers):
