@@ -26,9 +26,39 @@ def _text_reason(text: str) -> str | None:
     return f"contains a lone surrogate ({ascii(found.group())[1:-1]}), which is not Unicode text."
 
 
+def _is_storable(value: Any, max_depth: int) -> bool:
+    """The fast pass: no paths, one regex search per string."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE_CHARACTER.search(item):
+                return False
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                return False
+            if isinstance(item, dict):
+                for key in item:
+                    if isinstance(key, str) and _UNSTORABLE_CHARACTER.search(key):
+                        return False
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return True
+
+
 def unstorable_reason(value: Any, *, path: str = "$", max_depth: int = MAX_DEPTH) -> str | None:
     """Why ``value`` (parsed JSON) cannot be stored, naming where (``path["a"][0]: ...``), or
-    None. Walked without recursion, so a deep value cannot overflow the stack here either."""
+    None. Walked without recursion, so a deep value cannot overflow the stack here either; the
+    path is worked out only for a value that has a problem."""
+    return None if _is_storable(value, max_depth) else _reason_at(value, path, max_depth)
+
+
+def _reason_at(value: Any, path: str, max_depth: int) -> str | None:
+    """The slow pass: the first problem, with its path."""
     stack: list[tuple[Any, str, int]] = [(value, path, 1)]
     while stack:
         item, where, depth = stack.pop()
