@@ -11,9 +11,8 @@ from django.db import DataError, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from job_events.models import JobEvent
 from runner_jobs import services
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.storable import unstorable_reason
 from tests.factories import WorkspaceFactory, job_in_state
 
@@ -100,7 +99,9 @@ def test_the_reason_names_the_place():
 def test_a_create_with_an_unstorable_payload_writes_nothing():
     with pytest.raises(services.JobInputError) as refused:
         services.job_create(
-            workspace=WorkspaceFactory(), type="echo", payload={"k": "\ud800"}, actor="system"
+            workspace=WorkspaceFactory(),
+            spec=services.JobSpec(type="echo", payload={"k": "\ud800"}),
+            actor="system",
         )
     assert list(refused.value.errors) == ["payload"]
     assert not RunnerJob.objects.exists()
