@@ -7,6 +7,7 @@ debug page hides every setting that may name a host or hold a credential."""
 
 import math
 import re
+from http import HTTPStatus
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import debug, defaults
@@ -39,24 +40,40 @@ def is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 
 
+# Django's own error answers in the API's words (DRF's codes for the same statuses).
+STATUS_ERRORS = {
+    400: ("bad_request", "The request is malformed."),
+    403: ("permission_denied", "Not allowed."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    500: ("server_error", "Internal server error."),
+}
+
+
+def status_error_response(status: int) -> JsonResponse:
+    """The API's error body for an answer Django made with only a status."""
+    code, detail = STATUS_ERRORS.get(status, ("error", f"{HTTPStatus(status).phrase}."))
+    return error_response(status, code, detail)
+
+
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """``handler400``: a request Django itself refused (a ``SuspiciousOperation``, a bad Host)."""
     if is_api(request):
-        return error_response(400, "bad_request", "The request is malformed.")
+        return status_error_response(400)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
     """``handler403``."""
     if is_api(request):
-        return error_response(403, "permission_denied", "Not allowed.")
+        return status_error_response(403)
     return defaults.permission_denied(request, exception)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """``handler404``: a URL under /api/ that matches no route."""
     if is_api(request):
-        return error_response(404, "not_found", "Not found.")
+        return status_error_response(404)
     return defaults.page_not_found(request, exception)
 
 
@@ -64,7 +81,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     """``handler500``: the error itself is in the log (with the request id), never in the
     answer."""
     if is_api(request):
-        return error_response(500, "server_error", "Internal server error.")
+        return status_error_response(500)
     return defaults.server_error(request)
 
 

@@ -1,14 +1,15 @@
 """Refusals made before any view runs, so a malformed request costs no work and writes nothing:
 a body over the limit (413, before a byte of it is read), a body without a length (411), a NUL
 in the URL (400: PostgreSQL cannot compare text with one), and a header the API reads that is
-not text (401 for a credential, 400 otherwise)."""
+not text (401 for a credential, 400 otherwise). On the way out, an error under /api/ that is
+not JSON (a debug page) becomes the API's error body."""
 
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.errors import error_response, is_api, throttled_response
+from config.errors import error_response, is_api, status_error_response, throttled_response
 from config.throttling import anonymous_quota_spend
 
 # Headers whose value the API reads. A server hands them over as latin-1 text (WSGI and ASGI
@@ -34,12 +35,26 @@ class RequestGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return (
+        refusal = (
             self._body_refusal(request)
             or self._url_refusal(request)
             or self._header_refusal(request)
-            or self.get_response(request)
         )
+        if refusal is not None:
+            return refusal
+        return self._api_error_as_json(request, self.get_response(request))
+
+    def _api_error_as_json(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        """An error under /api/ that is not JSON becomes the API's error body: with ``DEBUG`` on,
+        Django answers an unmatched URL or an unexpected fault with its debug pages (the error
+        handlers are not asked), and neither a client nor a log reader needs them there."""
+        if (
+            response.status_code < 400
+            or not is_api(request)
+            or response.get("Content-Type", "").startswith("application/json")
+        ):
+            return response
+        return status_error_response(response.status_code)
 
     def _body_refusal(self, request: HttpRequest) -> HttpResponse | None:
         raw_length = request.META.get("CONTENT_LENGTH") or ""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from django.conf import settings
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 from django.views.debug import ExceptionReporter
 from rest_framework.test import APIClient
 
@@ -122,3 +122,22 @@ def test_a_debug_page_would_not_show_where_services_live():
 def test_the_compose_stack_runs_without_debug_pages():
     compose = yaml.safe_load((Path(settings.BASE_DIR) / "docker-compose.yml").read_text())
     assert compose["x-django"]["environment"]["DEBUG"] == "false"
+
+
+@override_settings(DEBUG=True)
+def test_even_with_debug_on_the_api_answers_json_not_debug_pages(client, workspace, monkeypatch):
+    """With DEBUG on Django answers an unmatched URL and a fault with its debug pages, never
+    asking the error handlers: under /api/ those become the API's error body too."""
+    assert_error(client.get("/api/v1/nowhere/"), 404, "not_found")
+    job = job_in_state("queued", workspace=workspace)
+
+    def broken(**kwargs):
+        raise RuntimeError(f"secret detail of {settings.REDIS_URL}")
+
+    monkeypatch.setattr(services, "job_cancel", broken)
+    client.raise_request_exception = False
+    response = client.post(f"{JOBS}{job.pk}/cancel/")
+    assert response.json() == {"detail": "Internal server error.", "code": "server_error"}
+    assert b"secret" not in response.content
+    # Outside the API the debug page stays, for the developer who turned it on.
+    assert client.get("/nowhere/")["Content-Type"].startswith("text/html")
