@@ -1,16 +1,20 @@
 """Every 4xx and 5xx of the API is JSON with a ``code``, whoever refuses: a view, DRF, Django's
 own handlers, or an unexpected fault (500); and no error page shows where services live."""
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from django.conf import settings
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404
 from django.test import RequestFactory, override_settings
 from django.views.debug import ExceptionReporter
 from rest_framework.test import APIClient
 
+from config import errors
 from runner_jobs import services
 from tests.api.conftest import token_client
 from tests.coordinator.conftest import BASE, key_client, make_key
@@ -141,3 +145,25 @@ def test_even_with_debug_on_the_api_answers_json_not_debug_pages(client, workspa
     assert b"secret" not in response.content
     # Outside the API the debug page stays, for the developer who turned it on.
     assert client.get("/nowhere/")["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("handler", "status", "code"),
+    [
+        (lambda request: errors.bad_request(request, SuspiciousOperation()), 400, "bad_request"),
+        (
+            lambda request: errors.permission_denied(request, PermissionDenied()),
+            403,
+            "permission_denied",
+        ),
+        (lambda request: errors.not_found(request, Http404()), 404, "not_found"),
+        (errors.server_error, 500, "server_error"),
+    ],
+)
+def test_django_error_handlers_answer_json_under_the_api_and_pages_elsewhere(handler, status, code):
+    api = handler(RequestFactory().get("/api/v1/anything/"))
+    assert api.status_code == status
+    assert json.loads(api.content) == {"detail": errors.STATUS_ERRORS[status][1], "code": code}
+    page = handler(RequestFactory().get("/somewhere/"))
+    assert page.status_code == status
+    assert page["Content-Type"].startswith("text/html")
