@@ -264,7 +264,12 @@ def _run_attempt(job: RunnerJob, ctx: JobContext, retry_delay: Callable[[int], f
         logger.exception("job %s: handler failed", job.pk)
         _report_outcome(ctx, services.job_fail, error=_error_text(exc))
     else:
-        _report_outcome(ctx, services.job_complete, result=result)
+        try:
+            _report_outcome(ctx, services.job_complete, result=result)
+        except services.JobInputError as exc:
+            # The handler's return value cannot be stored (too large, or JSON PostgreSQL
+            # refuses): the attempt fails saying so instead of leaving the job running.
+            _report_outcome(ctx, services.job_fail, error=f"Result not stored: {exc.detail}")
 
 
 def job_fail_time_limit(*, job_id: str, seconds: float) -> None:

@@ -44,3 +44,8 @@ def busy_querying(job: RunnerJob, ctx: JobContext) -> None:
     with ctx.step("query", "execution"):
         while True:
             RunnerJob.objects.filter(pk=job.pk).exists()
+
+
+def unstorable(job: RunnerJob, ctx: JobContext) -> dict[str, str]:
+    """Returns a result PostgreSQL cannot store (a NUL in a jsonb string)."""
+    return {"text": "a\x00b"}

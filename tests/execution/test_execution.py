@@ -25,6 +25,7 @@ TEST_TYPES = {
     "fails-in-a-step": {"handler": "tests.execution.handlers.fails_in_a_step"},
     "notes": {"handler": "tests.execution.handlers.notes"},
     "quiet": {"handler": "tests.execution.handlers.quiet"},
+    "unstorable": {"handler": "tests.execution.handlers.unstorable"},
 }
 
 
@@ -45,6 +46,12 @@ def types_of(job: RunnerJob) -> list[str]:
 
 @pytest.mark.django_db
 class TestOutcomes:
+    def test_a_result_that_cannot_be_stored_fails_the_job_saying_so(self):
+        job = run(job_in_state("queued", type="unstorable"))
+        assert (job.status, job.result) == ("failed", None)
+        assert job.error.startswith("Result not stored: ")
+        assert job.version == JobEvent.objects.filter(job=job).count()
+
     def test_echo_completes(self):
         job = run(job_in_state("queued", type="echo", payload={"a": [1]}))
         assert (job.status, job.result, job.attempts, job.lease_token) == (
