@@ -20,6 +20,13 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # An upstream id (load balancer, caller) is kept when it looks like an id, else replaced.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
+# Read tokens travel in URLs (``?access_token=``, all that EventSource can send): an access log
+# line must never carry one. Matches the parameter in a URL or a query string.
+_ACCESS_TOKEN = re.compile(r"((?:^|[?&])access_token=)[^&#\s\"]*", re.IGNORECASE)
+# The loggers that write request lines with their query string: uvicorn's (our web tier, under
+# gunicorn), gunicorn's own and runserver's.
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "django.server")
+
 SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -55,6 +62,37 @@ def logging_config(*, json: bool, level: str) -> dict[str, Any]:
             "django.server": {"level": "ERROR"},
         },
     }
+
+
+def url_scrub(text: str) -> str:
+    """``text`` with the value of every ``access_token`` URL parameter replaced."""
+    return _ACCESS_TOKEN.sub(r"\1[redacted]", text)
+
+
+class AccessTokenScrubber(logging.Filter):
+    """Rewrites a log record's message and arguments without ``access_token`` values (uvicorn
+    passes the URL as an argument; gunicorn a dict of fields; others an f-string message)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = url_scrub(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(url_scrub(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {
+                k: url_scrub(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        return True
+
+
+def access_logs_scrub() -> None:
+    """Attach the scrubber to the access loggers. By hand, not through ``LOGGING``: gunicorn's
+    worker gives ``uvicorn.access`` its handlers before Django configures logging, and
+    configuring that logger there would replace them."""
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, AccessTokenScrubber) for f in logger.filters):
+            logger.addFilter(AccessTokenScrubber())
 
 
 def structlog_configure() -> None:
@@ -98,6 +136,7 @@ class RequestIdMiddleware:
                 logging.WARNING if response.status_code >= 500 else logging.INFO,
                 "request_finished",
                 method=request.method,
+                # The path only: a query string may hold a read token (``access_token``).
                 path=request.path,
                 status=response.status_code,
                 # Time to the response's headers (a stream goes on after it).

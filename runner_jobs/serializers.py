@@ -11,6 +11,7 @@ from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
 
 from runner_jobs.models import JobEvent, JobStep, RunnerJob
+from runner_jobs.read_tokens import TTL_DEFAULT_SECONDS, TTL_MAX_SECONDS
 from runner_jobs.selectors import job_events_latest
 from runner_jobs.services.jobs import JobSpec
 from workspaces.models import Workspace
@@ -157,3 +158,21 @@ class JobCreateSerializer(serializers.Serializer[Any]):
     def spec(data: dict[str, Any]) -> JobSpec:
         """The new job's fields from the validated body (every field but ``workspace``)."""
         return JobSpec(**{name: data[name] for name in JOB_SPEC_FIELDS})
+
+
+class ReadTokenCreateSerializer(serializers.Serializer[Any]):
+    """The body of ``POST /runner-jobs/<id>/read-token/`` (optional)."""
+
+    ttl_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=TTL_MAX_SECONDS,
+        default=TTL_DEFAULT_SECONDS,
+        help_text=f"How long the token works, in seconds (at most {TTL_MAX_SECONDS}).",
+    )
+
+
+class ReadTokenSerializer(serializers.Serializer[Any]):
+    """A new read token: send it as ``Authorization: Bearer <token>`` or ``?access_token=``."""
+
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField()

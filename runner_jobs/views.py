@@ -11,11 +11,13 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, status, viewsets
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.middleware import header_text
@@ -24,11 +26,14 @@ from runner_jobs.filters import JobEventFilter, RunnerJobFilter
 from runner_jobs.http import if_match_version, with_etag
 from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.pagination import EventCursorPagination, JobCursorPagination
+from runner_jobs.read_tokens import ReadTokenAuthentication, read_token_create
 from runner_jobs.selectors import job_events, job_get_for_user, jobs_for_user
 from runner_jobs.serializers import (
     ErrorSerializer,
     JobCreateSerializer,
     JobEventSerializer,
+    ReadTokenCreateSerializer,
+    ReadTokenSerializer,
     RunnerJobDetailSerializer,
     RunnerJobSerializer,
 )
@@ -92,6 +97,15 @@ FIELD_ERRORS = OpenApiResponse(
     description="Bad input: DRF's field-error object (or detail and code).",
 )
 UNAUTHENTICATED = _error("No valid `Authorization: Token <token>` (or session).")
+UNAUTHENTICATED_OR_BAD_READ_TOKEN = _error(
+    "No valid credentials: a token, a session, or a read token for this job that is genuine, "
+    "unexpired and whose creator may still read the job."
+)
+# The views a job's read token opens (besides the stream): its detail and its events.
+WITH_READ_TOKENS: list[type[BaseAuthentication]] = [
+    *cast(list[type[BaseAuthentication]], api_settings.DEFAULT_AUTHENTICATION_CLASSES),
+    ReadTokenAuthentication,
+]
 NOT_FOUND = _error("No such job in your workspaces.")
 FORBIDDEN = _error("Your role in the job's workspace is viewer.")
 CONFLICT = _error("`invalid_transition` (not allowed in its state) or `concurrent_update`.")
@@ -146,6 +160,12 @@ class RunnerJobViewSet(
     def get_queryset(self) -> QuerySet[RunnerJob]:
         return jobs_for_user(self.request.user)
 
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        # Called before ``self.action`` is set, so the action is read from the method here.
+        if self.action_map.get((self.request.method or "").lower()) == "retrieve":
+            return [auth() for auth in WITH_READ_TOKENS]
+        return super().get_authenticators()
+
     def get_object(self) -> RunnerJob:
         # Not filter_queryset: the list's query filters must not hide a job from its own URL.
         job = job_get_for_user(user=self.request.user, job_id=self.kwargs["pk"])
@@ -173,7 +193,11 @@ class RunnerJobViewSet(
         summary="Read a job",
         description="The job with all its steps and its latest 100 events (oldest first).",
         parameters=[ETAG],
-        responses={200: RunnerJobDetailSerializer, 401: UNAUTHENTICATED, 404: NOT_FOUND},
+        responses={
+            200: RunnerJobDetailSerializer,
+            401: UNAUTHENTICATED_OR_BAD_READ_TOKEN,
+            404: NOT_FOUND,
+        },
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         job = self.get_object()
@@ -269,6 +293,43 @@ class RunnerJobViewSet(
         )
         return self._job_response(job, status.HTTP_201_CREATED)
 
+    @extend_schema(
+        summary="Make a read token",
+        description=(
+            "A signed token that reads this one job (its detail, events and event stream) and "
+            "nothing else, for `ttl_seconds` (default 900, at most 86400), as "
+            "`Authorization: Bearer <token>` or `?access_token=<token>`: for a browser page "
+            "(`EventSource` cannot send headers). Any role that reads the job may make one; it "
+            "stops working when it expires or when its creator leaves the job's workspace."
+        ),
+        request=ReadTokenCreateSerializer,
+        responses={
+            201: ReadTokenSerializer,
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            404: NOT_FOUND,
+            413: TOO_LARGE,
+        },
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="read-token",
+        # Reading is enough: a viewer may share what they can see.
+        permission_classes=[IsAuthenticated],
+    )
+    def read_token(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        serializer = ReadTokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token, expires_at = read_token_create(
+            job=job,
+            user=request_user(request),
+            ttl_seconds=serializer.validated_data["ttl_seconds"],
+        )
+        body = ReadTokenSerializer({"token": token, "expires_at": expires_at}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
 
 @extend_schema(
     tags=["runner-jobs"],
@@ -277,13 +338,14 @@ class RunnerJobViewSet(
     responses={
         200: JobEventSerializer(many=True),
         400: FIELD_ERRORS,
-        401: UNAUTHENTICATED,
+        401: UNAUTHENTICATED_OR_BAD_READ_TOKEN,
         404: NOT_FOUND,
     },
 )
 class JobEventListView(generics.ListAPIView[JobEvent]):
     """The events of one job of your workspaces."""
 
+    authentication_classes = WITH_READ_TOKENS
     # For the schema only (its model); the real queryset is the job's, in get_queryset.
     queryset = JobEvent.objects.none()
     serializer_class = JobEventSerializer

@@ -6,7 +6,7 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 
-from config.logging import logging_config, structlog_configure
+from config.logging import access_logs_scrub, logging_config, structlog_configure
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_prometheus",
     "django_structlog",
+    "corsheaders",
     "workspaces",
     "runner_jobs",
     "job_events",
@@ -42,6 +43,10 @@ MIDDLEWARE = [
     # Outermost: request metrics see every request; the request id is bound for every log line.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.logging.RequestIdMiddleware",
+    # Before anything that can answer (the request guard, CommonMiddleware, the database
+    # guard): their answers to an allowed origin carry CORS headers too, so a page can read
+    # its refusals; preflights are answered here. It reads no body.
+    "corsheaders.middleware.CorsMiddleware",
     # Malformed requests (an oversized or unsized body, a NUL in the URL, a header that is not
     # text) are refused here, before any body is read or any view runs.
     "config.middleware.RequestGuardMiddleware",
@@ -253,6 +258,27 @@ RUNNER_STREAM_POLL_SECONDS = env.float("RUNNER_STREAM_POLL_SECONDS", default=10)
 # this long (job_events/readers.py): the streams' connections are bounded, whatever their number.
 RUNNER_STREAM_DB_THREADS = env.int("RUNNER_STREAM_DB_THREADS", default=4)
 RUNNER_STREAM_CONN_MAX_AGE = env.int("RUNNER_STREAM_CONN_MAX_AGE", default=60)
+# The reconnect delay a stream asks of EventSource (its "retry:" field) after a dropped
+# connection: short enough that a deploy costs a blink, long enough that a web tier restarting
+# under thousands of pages is not hit by all of them at once. Browsers' own defaults differ.
+RUNNER_STREAM_RETRY_MS = env.int("RUNNER_STREAM_RETRY_MS", default=3000)
+# Streams one credential (token, read token, session) may hold open at once; 0 = no cap.
+RUNNER_STREAM_MAX_PER_TOKEN = env.int("RUNNER_STREAM_MAX_PER_TOKEN", default=10)
+
+# --- Browsers: CORS ---------------------------------------------------------------------------
+# Origins (scheme://host[:port]) whose pages may call the API; none by default. Credentials
+# travel as tokens (a header, or a job's read token in the URL), never as cookies.
+CORS_ALLOWED_ORIGINS = env.list("RUNNER_CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "if-match",
+    "last-event-id",
+]
+CORS_EXPOSE_HEADERS = ["ETag", "Location"]
 # Webhooks: the timeout of every delivery, the attempts in all, and the exponential backoff
 # between them (base doubled per attempt, capped below Redis' 1 h visibility timeout).
 RUNNER_WEBHOOK_TIMEOUT_SECONDS = env.float("RUNNER_WEBHOOK_TIMEOUT_SECONDS", default=10)
@@ -267,6 +293,7 @@ LOG_FORMAT = env("LOG_FORMAT", default="console")
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = logging_config(json=LOG_FORMAT == "json", level=LOG_LEVEL)
 structlog_configure()
+access_logs_scrub()
 # Celery keeps its hands off the root logger, so worker and beat log through LOGGING too; the
 # request id of the request that enqueued a task travels with it (django-structlog).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

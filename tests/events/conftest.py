@@ -64,6 +64,8 @@ class StreamResult:
     comments: list[str] = field(default_factory=list)
     closed_by_server: bool = False
     body: bytes = b""
+    # The stream's ``retry:`` field (milliseconds), when it sent one.
+    retry: int | None = None
 
 
 def sse_read(
@@ -92,6 +94,8 @@ def sse_read(
             elif line:
                 name, _, value = line.partition(": ")
                 frame[name] = value
+            elif set(frame) == {"retry"}:
+                result.retry = int(frame.pop("retry"))
             elif frame:
                 result.events.append(
                     SSE(int(frame["id"]), frame["event"], json.loads(frame["data"]))
