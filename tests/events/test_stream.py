@@ -95,11 +95,38 @@ def test_reconnect_with_last_event_id_gets_exactly_the_missed_events(live_asgi, 
     assert resumed.closed_by_server
 
 
-def test_resuming_after_the_terminal_event_closes_at_once(live_asgi, token):
+def test_resuming_at_or_past_the_terminal_event_is_a_204(live_asgi, token):
+    """What a browser's EventSource does after the stream closed: reconnect with the last id.
+    204 tells it to stop for good."""
     job = job_in_state("completed", workspace=acme())
     last = stored_events(job)[-1][0]
-    result = sse_read(stream_url(live_asgi, job), token, headers={"Last-Event-ID": str(last)})
-    assert result.status == 200 and result.events == [] and result.closed_by_server
+    for cursor in (last, last + 1000):
+        for headers, query in (({"Last-Event-ID": str(cursor)}, ""), ({}, f"?after={cursor}")):
+            result = sse_read(stream_url(live_asgi, job) + query, token, headers=headers)
+            assert result.status == 204, (cursor, headers, query)
+            assert result.body == b""
+
+
+def test_a_finished_job_is_streamed_once_then_204(live_asgi, token):
+    job = job_in_state("failed", workspace=acme())
+    url = stream_url(live_asgi, job)
+    first = sse_read(url, token)
+    assert first.status == 200 and first.closed_by_server
+    assert received(first.events) == stored_events(job)
+    assert first.retry == 3000
+    again = sse_read(url, token, headers={"Last-Event-ID": str(first.events[-1].id)})
+    assert again.status == 204
+
+
+def test_the_retry_field_comes_first_and_follows_the_setting(live_asgi, token, settings):
+    settings.RUNNER_STREAM_RETRY_MS = 1234
+    job = job_in_state("completed", workspace=acme())
+    import httpx
+
+    with httpx.stream(
+        "GET", stream_url(live_asgi, job), headers={"Authorization": f"Token {token}"}
+    ) as response:
+        assert next(response.iter_lines()) == "retry: 1234"
 
 
 def test_five_writers_thousand_events_each_once_in_id_order(live_asgi, token):
