@@ -150,6 +150,10 @@ class ReadTokenScheme(OpenApiAuthenticationExtension):
     target_class = "runner_jobs.read_tokens.ReadTokenAuthentication"
     name = ["readTokenBearer", "readTokenQuery"]
 
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[str]]]:
+        # Either way of sending it, not both.
+        return [{"readTokenBearer": []}, {"readTokenQuery": []}]
+
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, str]]:
         return [
             {"type": "http", "scheme": "bearer", "description": "A job's read token."},

@@ -161,8 +161,12 @@ class RunnerJobViewSet(
         return jobs_for_user(self.request.user)
 
     def get_authenticators(self) -> list[BaseAuthentication]:
-        # Called before ``self.action`` is set, so the action is read from the method here.
-        if self.action_map.get((self.request.method or "").lower()) == "retrieve":
+        # In a request this runs before ``self.action`` is set, so the method tells the action;
+        # the schema generator sets the action and no request.
+        action = getattr(self, "action", None)
+        if action is None and self.request is not None:
+            action = self.action_map.get((self.request.method or "").lower())
+        if action == "retrieve":
             return [auth() for auth in WITH_READ_TOKENS]
         return super().get_authenticators()
 

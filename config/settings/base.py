@@ -170,12 +170,14 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI served from our own static files: the docs work without internet access.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    # Jobs and steps both have a "status"; name their enums after the model's choices.
-    # Every operation lists every refusal it can answer with (config/schema.py).
+    # Every operation lists every refusal it can answer with (config/schema.py); then the event
+    # stream, an async view DRF does not know, with its own list (job_events/schema.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.error_responses",
+        "job_events.schema.stream_paths",
     ],
+    # Jobs and steps both have a "status"; name their enums after the model's choices.
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "runner_jobs.models.JobStatus",
         "StepStatusEnum": "runner_jobs.models.StepStatus",
