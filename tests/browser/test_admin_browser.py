@@ -2,13 +2,9 @@
 server. Log in as staff, filter to running jobs, cancel one with the action, see the message and
 the new status; open the dashboard and see its charts drawn."""
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from django.db import connections, transaction
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from django.db import transaction
+from playwright.sync_api import Browser, Page, expect
 
 from runner_jobs.models import RunnerJob
 from tests.factories import UserFactory, WorkspaceFactory, job_in_state
@@ -17,31 +13,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Jobs are made inside one transaction: their after-commit dispatch then finds them already moved
 # on by ``job_in_state`` and sends nothing to the broker.
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def browser(monkeypatch) -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "Debian's chromium is missing: scripts/test installs it"
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # between browser steps are still plain synchronous calls.
-    monkeypatch.setitem(os.environ, "DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-        # Django's connections are context-local: the ones opened while Playwright's loop ran
-        # belong to that context, and would keep the test database from being dropped.
-        connections.close_all()
 
 
 @pytest.fixture
