@@ -4,6 +4,7 @@ Opens N streams on N running external jobs, measures event-to-stream latency (an
 written through the services with its write time in the payload; the stream's receive time
 minus that), runs ``wrk`` against the job detail endpoint while the streams are held open,
 counts the server's database connections, then ends every job and checks every stream closed.
+Start the server with ``RUNNER_STREAM_MAX_PER_TOKEN=0`` (or at least N): one token opens them all.
 
     DATABASE_URL=postgres://localhost:5432/runner_jobs_e REDIS_URL=redis://localhost:6379/5 \\
     DJANGO_SETTINGS_MODULE=config.settings.local \\
