@@ -39,8 +39,8 @@ KEEPALIVE = b": keep-alive\n\n"
 # How long a new stream waits for its process's Redis subscription before its first read, so
 # that a ring sent right after that read is heard.
 SUBSCRIBE_WAIT_SECONDS = 1.0
-# An event id: ASCII digits only (``str.isdigit`` also takes "¹" and "٣", which ``int`` refuses
-# or reads as another number), at most 19 of them (a PostgreSQL bigint).
+# An event id: ASCII digits only (``str.isdigit`` also takes "¹", which ``int`` refuses, and
+# "٣", which it quietly reads as 3), at most 19 of them (a PostgreSQL bigint).
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
 _BIGINT_MAX = 2**63 - 1
 
