@@ -77,6 +77,24 @@ def has_body(request: HttpRequest) -> bool:
     return length.strip() != "0" or "HTTP_TRANSFER_ENCODING" in request.META
 
 
+class _AccessChecks:
+    """An open stream's re-checks of its reader's access, at most ``every`` seconds apart."""
+
+    def __init__(self, access: StreamAccess, *, every: float) -> None:
+        self.access = access
+        self.every = every
+        self.next_at = time.monotonic() + every
+
+    async def lost(self) -> bool:
+        """Check again if it is time; True once the credential or the access is gone."""
+        if time.monotonic() < self.next_at:
+            return False
+        if not await stream_db(self.access.still_valid):
+            return True
+        self.next_at = time.monotonic() + self.every
+        return False
+
+
 async def _events(
     *,
     first: Batch,
@@ -96,8 +114,8 @@ async def _events(
             read_now = True
             with suppress(TimeoutError):
                 await asyncio.wait_for(wakeups.subscribed.wait(), SUBSCRIBE_WAIT_SECONDS)
-            last_write = next_check = time.monotonic()
-            next_check += keepalive
+            checks = _AccessChecks(access, every=keepalive)
+            last_write = time.monotonic()
             while True:
                 for event_id, frame in batch.frames:
                     yield frame
@@ -106,23 +124,19 @@ async def _events(
                     last_write = time.monotonic()
                 if batch.ended:
                     return
-                if time.monotonic() >= next_check:
-                    if not await stream_db(access.still_valid):
-                        return
-                    next_check = time.monotonic() + keepalive
+                if await checks.lost():
+                    return
                 if not (batch.more or read_now):
                     # Wait for a ring or the slow poll; keep-alives and access checks meanwhile.
                     read_at = time.monotonic() + poll
                     while not wakeup.is_set() and time.monotonic() < read_at:
-                        timeout = min(read_at, last_write + keepalive, next_check)
+                        timeout = min(read_at, last_write + keepalive, checks.next_at)
                         with suppress(TimeoutError):
                             await asyncio.wait_for(
                                 wakeup.wait(), max(0.0, timeout - time.monotonic())
                             )
-                        if time.monotonic() >= next_check:
-                            if not await stream_db(access.still_valid):
-                                return
-                            next_check = time.monotonic() + keepalive
+                        if await checks.lost():
+                            return
                         if time.monotonic() - last_write >= keepalive:
                             yield KEEPALIVE
                             last_write = time.monotonic()
