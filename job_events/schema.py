@@ -5,16 +5,20 @@ postprocessing hook describes it, every status included, next to the views it ge
 
 from typing import Any
 
+from config.schema import RETRY_AFTER
 from runner_jobs.read_tokens import QUERY_PARAMETER
 
 STREAM_PATH = "/api/v1/runner-jobs/{id}/events/stream/"
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
+def _error(description: str, **headers: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def _stream_operation() -> dict[str, Any]:
@@ -67,12 +71,20 @@ def _stream_operation() -> dict[str, Any]:
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
             "204": {"description": "Nothing left to send: the job ended, its events were read."},
-            "400": _error("`invalid`: the cursor is not an event id."),
+            "400": _error(
+                "`invalid`: the cursor is not an event id (or the request guard's `bad_request`)."
+            ),
             "401": _error("No valid token, session or read token for this job."),
             "404": _error("No such job in your workspaces."),
             "405": _error("Only GET."),
-            "413": _error("A stream request takes no body."),
-            "429": _error("`too_many_streams`: this credential holds its limit of streams."),
+            "413": _error("A stream request takes no body; refused before it is read."),
+            "429": _error(
+                "`too_many_streams`: this credential holds its limit of open streams (or "
+                "`throttled`: a malformed credential over the address' quota).",
+                **RETRY_AFTER,
+            ),
+            "500": _error("`server_error`: a fault of ours."),
+            "503": _error("`unavailable`: PostgreSQL cannot be reached.", **RETRY_AFTER),
         },
     }
 

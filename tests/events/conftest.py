@@ -72,12 +72,12 @@ def sse_read(
     url: str,
     token: str | None,
     *,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str | bytes] | None = None,
     stop_after: int | None = None,
     timeout: float = 30,
 ) -> StreamResult:
     """Read a stream until the server closes it (or ``stop_after`` events, then hang up)."""
-    all_headers = {"Authorization": f"Token {token}"} if token else {}
+    all_headers: dict[str, str | bytes] = {"Authorization": f"Token {token}"} if token else {}
     all_headers.update(headers or {})
     with (
         httpx.Client(timeout=timeout) as client,
