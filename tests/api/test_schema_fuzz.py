@@ -11,6 +11,7 @@ from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
     positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
@@ -101,8 +102,11 @@ def test_fuzz_with_random_ids(case, credentials):
 @FUZZ
 def test_fuzz_on_existing_jobs(case, credentials, jobs):
     aim_at_a_job(case, jobs)
+    # Aiming rewrites the generated id (and the credentials are always sent), so a case made to
+    # break the schema there may no longer break it: "invalid data is rejected" is checked by
+    # the random-id test, where cases reach the API as generated.
     case.call_and_validate(
         headers=credentials,
         additional_checks=CONFORMANCE_CHECKS,
-        excluded_checks=SCHEMA_BLIND_CHECKS,
+        excluded_checks=[*SCHEMA_BLIND_CHECKS, negative_data_rejection],
     )
