@@ -14,11 +14,11 @@ from django.db import connection
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from job_events import herald
+from job_events import herald, listeners
 from job_events.models import PendingDelivery, WebhookDelivery
 from runner_jobs import services
 from runner_jobs.models import JobEvent, JobStatus, RunnerJob
-from runner_jobs.services import JobSpec
+from runner_jobs.services import JobSpec, events
 from tests.events.webhooks import endpoint_for, pending_for
 from tests.execution.conftest import broker_url, purge_queues, wait_for
 from tests.factories import WorkspaceFactory, job_in_state
@@ -107,6 +107,23 @@ def test_deliveries_are_written_with_the_event_and_sent_after_commit(
     )
     assert webhook_messages() == [pending.pk]
     assert pending.resend_at >= timezone.now() + timedelta(seconds=100)
+
+
+@pytest.mark.django_db
+def test_the_writer_runs_each_hook_once_and_writes_events_without_any(
+    receiver, workspace, monkeypatch
+):
+    events.event_recorder_register(listeners.events_recorded)  # registered by the app already
+    events.event_listener_register(listeners.event_committed)
+    assert events._recorders.count(listeners.events_recorded) == 1
+    assert events._listeners.count(listeners.event_committed) == 1
+    job = job_in_state("running", workspace=workspace)
+    endpoint_for(workspace, receiver.url)
+    monkeypatch.setattr(events, "_recorders", [])
+    monkeypatch.setattr(events, "_listeners", [])
+    services.event_append(job_id=job.pk, type="test.unheard", actor="w")
+    assert JobEvent.objects.filter(job=job, type="test.unheard").exists()
+    assert not PendingDelivery.objects.exists()  # no delivery app: nothing recorded
 
 
 @pytest.mark.django_db
