@@ -114,9 +114,9 @@ def test_the_writer_runs_each_hook_once_and_writes_events_without_any(
     receiver, workspace, monkeypatch
 ):
     events.event_recorder_register(listeners.events_recorded)  # registered by the app already
-    events.event_listener_register(listeners.event_committed)
+    events.event_listener_register(listeners.events_committed)
     assert events._recorders.count(listeners.events_recorded) == 1
-    assert events._listeners.count(listeners.event_committed) == 1
+    assert events._listeners.count(listeners.events_committed) == 1
     job = job_in_state("running", workspace=workspace)
     endpoint_for(workspace, receiver.url)
     monkeypatch.setattr(events, "_recorders", [])
@@ -124,6 +124,9 @@ def test_the_writer_runs_each_hook_once_and_writes_events_without_any(
     services.event_append(job_id=job.pk, type="test.unheard", actor="w")
     assert JobEvent.objects.filter(job=job, type="test.unheard").exists()
     assert not PendingDelivery.objects.exists()  # no delivery app: nothing recorded
+    monkeypatch.setattr(events, "_recorders", [listeners.events_recorded])
+    events.events_committed_on_commit([], workspace_id=workspace.pk)  # a write without events
+    assert not PendingDelivery.objects.exists()
 
 
 @pytest.mark.django_db
