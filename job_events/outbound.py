@@ -123,9 +123,13 @@ def validate_webhook_destination(url: str) -> None:
     name that does not resolve yet is accepted: every delivery checks it again."""
     try:
         parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
     except ValueError:
         return  # not a URL: the URL validator says so
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError("Enter a port from 1 to 65535.", code="invalid_port") from exc
+    host = parts.hostname
     if not host:
         return
     try:

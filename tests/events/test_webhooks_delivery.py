@@ -16,6 +16,7 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from job_events import herald, listeners
 from job_events.models import PendingDelivery, WebhookDelivery
+from job_events.tasks import webhook_outbox_sweep_task
 from runner_jobs import services
 from runner_jobs.models import JobEvent, JobStatus, RunnerJob
 from runner_jobs.services import JobSpec, events
@@ -131,7 +132,7 @@ def test_the_writer_runs_each_hook_once_and_writes_events_without_any(
 
 @pytest.mark.django_db
 def test_a_broker_outage_at_commit_loses_no_delivery(
-    receiver, workspace, django_capture_on_commit_callbacks
+    receiver, workspace, django_capture_on_commit_callbacks, monkeypatch
 ):
     endpoint_for(workspace, receiver.url, ["job.*"])
     with broker_url(DOWN_BROKER), django_capture_on_commit_callbacks(execute=True):
@@ -147,8 +148,13 @@ def test_a_broker_outage_at_commit_loses_no_delivery(
         assert herald.webhook_outbox_sweep() == 0  # still down: nothing sent, nothing changed
     assert all(p.resend_at <= timezone.now() for p in PendingDelivery.objects.all())
 
-    assert herald.webhook_outbox_sweep() == 2
+    monkeypatch.setattr(herald, "OUTBOX_BATCH_SIZE", 1)  # one row per transaction
+    assert webhook_outbox_sweep_task.apply().get() == 2
     assert sorted(webhook_messages()) == [p.pk for p in pending]
+    assert (
+        str(pending[0])
+        == f"event {pending[0].event_id} -> endpoint {pending[0].endpoint_id} (pending)"
+    )
     later = timezone.now() + timedelta(seconds=django_settings.RUNNER_REDISPATCH_AFTER_SECONDS - 5)
     assert all(p.resend_at > later for p in PendingDelivery.objects.all())
     assert herald.webhook_outbox_sweep() == 0  # handed over: not sent twice

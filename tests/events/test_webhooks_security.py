@@ -115,6 +115,22 @@ def test_allowed_networks_let_an_operator_reach_in_cluster_receivers(admin_user,
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("url", ["http://[::1", "http://[::1]:99999/", "http:///nohost"])
+def test_a_malformed_url_is_a_400_not_a_500(admin_user, url):
+    body = {"workspace": "acme", "url": url, "event_types": ["*"]}
+    response = token_client(admin_user).post(URL, body, format="json")
+    assert response.status_code == 400 and "url" in response.json()
+    assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_name_that_stopped_resolving_is_logged_at_delivery(workspace):
+    endpoint_for(workspace, "https://no-such-host.invalid/hook")
+    log = deliver_once(JobEvent.objects.get(job=job_in_state("pending", workspace=workspace)))
+    assert log.status_code is None and log.error.startswith("NameResolutionError")
+
+
+@pytest.mark.django_db
 def test_a_public_or_not_yet_resolvable_name_is_accepted(admin_user, names):
     names["public.test"] = [PUBLIC, "2606:2800:220:1::1"]
     client = token_client(admin_user)
