@@ -1,3 +1,6 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -11,13 +14,36 @@ from .models import CoordinatorKey
 admin.site.unregister(APIKey)
 
 
+class CoordinatorKeyForm(forms.ModelForm):
+    """A key's scope is said outright: every workspace, or a list of at least one."""
+
+    class Meta:
+        model = CoordinatorKey
+        fields = ["name", "revoked", "expiry_date", "all_workspaces", "workspaces"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        everywhere, listed = data.get("all_workspaces"), data.get("workspaces")
+        if everywhere and listed:
+            raise forms.ValidationError(
+                "A key for every workspace lists none: untick it or clear the workspaces."
+            )
+        if not everywhere and not listed and "workspaces" not in self.errors:
+            self.add_error(
+                "workspaces", "Choose the workspaces this key may touch, or tick every workspace."
+            )
+        return data
+
+
 @admin.register(CoordinatorKey)
 class CoordinatorKeyAdmin(APIKeyModelAdmin):
     """Make (the key is shown once, in a message), scope and revoke coordinator keys."""
 
+    form = CoordinatorKeyForm
+
     # The library types these as tuples of exactly its own length.
     list_display = ("prefix", "name", "scope", "created", "expiry_date", "_has_expired", "revoked")  # type: ignore[assignment]
-    list_filter = ("revoked", "created")  # type: ignore[assignment]
+    list_filter = ("revoked", "all_workspaces", "created")  # type: ignore[assignment]
     filter_horizontal = ("workspaces",)
     actions = ["revoke_keys"]
 
@@ -26,7 +52,9 @@ class CoordinatorKeyAdmin(APIKeyModelAdmin):
 
     @admin.display(description="Workspaces")
     def scope(self, key: CoordinatorKey) -> str:
-        return ", ".join(w.slug for w in key.workspaces.all()) or "all"
+        if key.all_workspaces:
+            return "all"
+        return ", ".join(w.slug for w in key.workspaces.all()) or "none (sees nothing)"
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[CoordinatorKey]) -> None:

@@ -8,15 +8,22 @@ class CoordinatorKey(AbstractAPIKey):
     """The API key of one external coordinator, sent as ``X-API-Key``. Only a SHA-512 digest is
     stored (djangorestframework-api-key); the key itself is shown once, when it is made.
 
-    ``workspaces`` limits the key to those workspaces' jobs; a key with none may touch every
-    workspace. ``revoked`` (inherited) cannot be undone.
+    A key may touch every workspace only when ``all_workspaces`` says so; otherwise it is
+    limited to ``workspaces``, and a limited key whose workspaces are all gone touches none (the
+    scope never widens by rows disappearing). ``revoked`` (inherited) cannot be undone.
     """
 
+    all_workspaces = models.BooleanField(
+        "every workspace",
+        default=False,
+        db_default=False,
+        help_text="The key may touch every workspace, present and future.",
+    )
     workspaces = models.ManyToManyField(
         Workspace,
         blank=True,
         related_name="coordinator_keys",
-        help_text="The workspaces this key may touch; none selected means every workspace.",
+        help_text="The workspaces a limited key may touch.",
     )
 
     class Meta(AbstractAPIKey.Meta):

@@ -1,4 +1,5 @@
-"""What a coordinator key may see: the jobs of its workspaces, or of all when it lists none."""
+"""What a coordinator key may see: the jobs of every workspace when it says so
+(``all_workspaces``), else of the workspaces it lists, and nothing when none is left."""
 
 import uuid
 
@@ -13,15 +14,23 @@ from .models import CoordinatorKey
 
 
 def key_workspace_ids(key: CoordinatorKey) -> list[int] | None:
-    """The ids of the workspaces ``key`` is limited to; None when it may touch every one."""
-    ids = list(key.workspaces.values_list("pk", flat=True))
-    return ids or None
+    """The ids of the workspaces ``key`` is limited to (maybe none); None when it may touch
+    every one."""
+    if key.all_workspaces:
+        return None
+    return list(key.workspaces.values_list("pk", flat=True))
+
+
+def key_workspace_slugs(key: CoordinatorKey) -> list[str] | None:
+    """As ``key_workspace_ids``, by slug."""
+    if key.all_workspaces:
+        return None
+    return sorted(key.workspaces.values_list("slug", flat=True))
 
 
 def workspaces_for_key(key: CoordinatorKey) -> QuerySet[Workspace]:
-    ids = key_workspace_ids(key)
     workspaces = Workspace.objects.all()
-    return workspaces if ids is None else workspaces.filter(pk__in=ids)
+    return workspaces if key.all_workspaces else workspaces.filter(coordinator_keys=key)
 
 
 def job_get_for_key(*, key: CoordinatorKey, job_id: uuid.UUID | str) -> RunnerJob:

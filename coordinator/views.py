@@ -24,7 +24,7 @@ from runner_jobs.serializers import (
 
 from .authentication import CoordinatorKeyAuthentication, HasCoordinatorKey, request_key
 from .models import CoordinatorKey
-from .selectors import job_get_for_key, key_workspace_ids, workspaces_for_key
+from .selectors import job_get_for_key, key_workspace_ids, key_workspace_slugs, workspaces_for_key
 from .serializers import (
     ClaimResultSerializer,
     ClaimSerializer,
@@ -78,10 +78,10 @@ class CoordinatorHealthView(CoordinatorViewSet):
         )
     )
     def health(self, request: Request) -> Response:
-        """The key works: its name, and the workspaces it is limited to (null: every one)."""
+        """The key works: its name, and the workspaces it is limited to (null: every one; empty:
+        a limited key whose workspaces are all gone, which sees nothing)."""
         key = request_key(request)
-        slugs = list(key.workspaces.values_list("slug", flat=True)) or None
-        return Response({"status": "ok", "key": key.name, "workspaces": slugs})
+        return Response({"status": "ok", "key": key.name, "workspaces": key_workspace_slugs(key)})
 
 
 class CoordinatorJobViewSet(CoordinatorViewSet):

@@ -1,32 +1,26 @@
-"""What follows an event's commit on the delivery side: wake the job's streams, then queue the
-event's webhooks. Registered with ``runner_jobs.services.events`` by ``JobEventsConfig.ready``,
-so the writer of events never imports delivery (docs/decisions/0090-app-layers.md)."""
+"""The delivery side's hooks on the event writer, registered with ``runner_jobs.services.events``
+by ``JobEventsConfig.ready``, so the writer of events never imports delivery
+(docs/decisions/0090-app-layers.md): with a write's events, their webhook deliveries are written
+to the outbox; after its commit, they are handed to the broker and the job's streams are woken."""
 
-from job_events.herald import webhook_endpoints_memoized
+from django.db import transaction
+
+from job_events.herald import webhook_deliveries_publish, webhook_deliveries_record
 from job_events.notify import job_events_notify
-from job_events.tasks import webhook_deliver_task
-from runner_jobs.events import event_type_matches
 from runner_jobs.models import JobEvent
 
 
-def webhook_deliveries_enqueue(*, event_id: int, workspace_id: int, event_type: str) -> int:
-    """Queue one delivery task per endpoint that wants the event (ids only); how many."""
-    endpoints = [
-        endpoint
-        for endpoint in webhook_endpoints_memoized(workspace_id)
-        if event_type_matches(endpoint.event_types, event_type)
-    ]
-    for endpoint in endpoints:
-        webhook_deliver_task.delay(endpoint.pk, event_id)
-    return len(endpoints)
+def events_recorded(events: list[JobEvent], workspace_id: int) -> None:
+    """Inside the write's transaction: the events' deliveries, as outbox rows that commit or roll
+    back with them; handed to the broker after the commit. ``robust``: a broker outage is logged,
+    never raised into the writer, and the outbox sweep sends the deliveries later."""
+    pending_ids = webhook_deliveries_record(events=events, workspace_id=workspace_id)
+    if pending_ids:
+        transaction.on_commit(lambda: webhook_deliveries_publish(pending_ids), robust=True)
 
 
 def events_committed(events: list[JobEvent], workspace_id: int) -> None:
-    """After the commit of a write's ``events`` (one job's): wake the job's streams once, then
-    queue their webhooks. Runs as a robust on-commit hook: a broker or Redis outage is logged,
-    never raised into the writer (streams still find the events by polling)."""
+    """After the commit of a write's ``events`` (one job's): wake the job's streams once (a
+    robust on-commit hook: a Redis outage is logged, never raised into the writer; streams still
+    find the events by polling)."""
     job_events_notify(job_id=events[0].job_id)
-    for event in events:
-        webhook_deliveries_enqueue(
-            event_id=event.pk, workspace_id=workspace_id, event_type=event.type
-        )

@@ -1,7 +1,8 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
-from job_events.validators import validate_event_types, webhook_url_validator
+from job_events.validators import WEBHOOK_URL_VALIDATORS, validate_event_types
 from runner_jobs.models import JobEvent
 
 
@@ -15,7 +16,7 @@ class WebhookEndpoint(models.Model):
     workspace = models.ForeignKey(
         "workspaces.Workspace", on_delete=models.CASCADE, related_name="webhook_endpoints"
     )
-    url = models.URLField(max_length=2000, validators=[webhook_url_validator])
+    url = models.URLField(max_length=2000, validators=WEBHOOK_URL_VALIDATORS)
     # Event types to send: exact names ("job.completed"), a prefix ("job.*") or "*" for all.
     event_types = models.JSONField(default=list, validators=[validate_event_types])
     secret = models.CharField(max_length=128, editable=False)
@@ -34,6 +35,18 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workspace_id}: {self.url}"
+
+    def clean(self) -> None:
+        """A workspace has at most ``RUNNER_WEBHOOK_MAX_ENDPOINTS_PER_WORKSPACE`` endpoints (the
+        service counts again under the workspace's row lock)."""
+        if self.pk is not None or self.workspace_id is None:
+            return
+        limit = settings.RUNNER_WEBHOOK_MAX_ENDPOINTS_PER_WORKSPACE
+        if WebhookEndpoint.objects.filter(workspace_id=self.workspace_id).count() >= limit:
+            raise ValidationError(
+                {"workspace": f"This workspace has {limit} webhook endpoints, the most allowed."},
+                code="too_many_endpoints",
+            )
 
 
 class WebhookDelivery(models.Model):
@@ -66,3 +79,30 @@ class WebhookDelivery(models.Model):
     def __str__(self) -> str:
         outcome = self.status_code or "error"
         return f"event {self.event_id} -> endpoint {self.endpoint_id} #{self.attempt} ({outcome})"
+
+
+class PendingDelivery(models.Model):
+    """The outbox: one event still to be delivered to one endpoint.
+
+    Written in the transaction of the event itself, so a delivery exists as soon as its event
+    does, whatever happens to the broker; deleted once delivered or given up. ``resend_at`` is
+    when the outbox sweep sends its message again if the row is still here then: a while after
+    each hand-over to the broker (in case the message is lost), at once when the hand-over failed.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="pending_deliveries"
+    )
+    event = models.ForeignKey(JobEvent, on_delete=models.CASCADE, related_name="pending_deliveries")
+    # Attempts made so far; the next one is not made before ``due_at``.
+    attempts = models.PositiveIntegerField(default=0)
+    due_at = models.DateTimeField()
+    resend_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "pending deliveries"
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} -> endpoint {self.endpoint_id} (pending)"

@@ -5,7 +5,7 @@ from typing import Any, cast
 from rest_framework import serializers
 
 from job_events.models import WebhookEndpoint
-from job_events.validators import webhook_url_validator
+from job_events.validators import WEBHOOK_URL_VALIDATORS
 from workspaces.models import Workspace
 from workspaces.selectors import workspaces_for_user
 
@@ -39,7 +39,7 @@ class WebhookEndpointCreateSerializer(serializers.ModelSerializer[WebhookEndpoin
         slug_field="slug", queryset=Workspace.objects.none()
     )
     # Declared: DRF drops a model URLField's URLValidator, and with it the http/https rule.
-    url = serializers.URLField(max_length=2000, validators=[webhook_url_validator])
+    url = serializers.URLField(max_length=2000, validators=WEBHOOK_URL_VALIDATORS)
 
     class Meta:
         model = WebhookEndpoint

@@ -5,13 +5,14 @@ from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -98,12 +99,16 @@ class WebhookEndpointViewSet(
         admin_of = workspaces_for_user(user, roles=(Membership.Role.ADMIN,))
         if not admin_of.filter(pk=workspace.pk).exists():
             raise PermissionDenied("Only the workspace's admins manage its webhooks.")
-        endpoint = herald.webhook_endpoint_create(
-            workspace=workspace,
-            url=serializer.validated_data["url"],
-            event_types=serializer.validated_data["event_types"],
-            created_by=user,
-        )
+        try:
+            endpoint = herald.webhook_endpoint_create(
+                workspace=workspace,
+                url=serializer.validated_data["url"],
+                event_types=serializer.validated_data["event_types"],
+                created_by=user,
+            )
+        except DjangoValidationError as exc:
+            # The model's rules the serializer cannot see (the endpoints cap), as field errors.
+            raise ValidationError(exc.message_dict) from exc
         return Response(WebhookEndpointCreatedSerializer(endpoint).data, status=201)
 
     def perform_destroy(self, instance: WebhookEndpoint) -> None:

@@ -281,12 +281,28 @@ CORS_ALLOW_HEADERS = [
     "last-event-id",
 ]
 CORS_EXPOSE_HEADERS = ["ETag", "Location"]
-# Webhooks: the timeout of every delivery, the attempts in all, and the exponential backoff
-# between them (base doubled per attempt, capped below Redis' 1 h visibility timeout).
-RUNNER_WEBHOOK_TIMEOUT_SECONDS = env.float("RUNNER_WEBHOOK_TIMEOUT_SECONDS", default=10)
+# Webhooks: the timeout of every delivery (connecting, and each wait for the answer), the
+# attempts in all, and the exponential backoff between them (base doubled per attempt, capped
+# below Redis' 1 h visibility timeout).
+RUNNER_WEBHOOK_TIMEOUT_SECONDS = env.float("RUNNER_WEBHOOK_TIMEOUT_SECONDS", default=5)
 RUNNER_WEBHOOK_MAX_ATTEMPTS = env.int("RUNNER_WEBHOOK_MAX_ATTEMPTS", default=8)
 RUNNER_WEBHOOK_BACKOFF_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_SECONDS", default=10)
 RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS = env.float("RUNNER_WEBHOOK_BACKOFF_MAX_SECONDS", default=900)
+# Deliveries reach public addresses only; these networks (CIDRs) are allowed too, e.g. for
+# receivers inside the cluster (docs/decisions/0080-security.md).
+RUNNER_WEBHOOK_ALLOWED_NETWORKS = env.list("RUNNER_WEBHOOK_ALLOWED_NETWORKS", default=[])
+RUNNER_WEBHOOK_MAX_ENDPOINTS_PER_WORKSPACE = env.int(
+    "RUNNER_WEBHOOK_MAX_ENDPOINTS_PER_WORKSPACE", default=20
+)
+# Deliveries run on their own queue, served by the Procfile's `webhooks` worker, so a slow
+# endpoint never holds a worker that runs jobs.
+WEBHOOK_QUEUE = "webhooks"
+CELERY_TASK_ROUTES = {"job_events.*": {"queue": WEBHOOK_QUEUE}}
+CELERY_BEAT_SCHEDULE["webhook-outbox"] = {
+    "task": "job_events.send_pending_deliveries",
+    "schedule": RUNNER_SWEEP_INTERVAL_SECONDS,
+    "options": {"expires": RUNNER_SWEEP_INTERVAL_SECONDS},
+}
 
 # --- Operations: logs, metrics, quotas, retention ---------------------------------------------
 # JSON lines (LOG_FORMAT=json, the production default) or console lines, from web, worker and

@@ -1,5 +1,6 @@
-"""The one writer of job events, and the hook through which delivery (streams, webhooks) learns
-of committed events without this app importing it (docs/decisions/0090-app-layers.md)."""
+"""The one writer of job events, and the hooks through which delivery (streams, webhooks) keeps
+its state with events and learns of committed ones without this app importing it
+(docs/decisions/0090-app-layers.md)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,20 @@ def event_listener_register(listener: EventListener) -> None:
     deliver events register theirs in ``AppConfig.ready``."""
     if listener not in _listeners:
         _listeners.append(listener)
+
+
+# Called with a write's events where ``events_committed_on_commit`` is called, inside the
+# write's transaction when it has one, for what must commit or roll back with the events (the
+# webhook outbox). It runs under the job's row lock: it must be quick.
+EventRecorder = Callable[[list[JobEvent], int], None]
+_recorders: list[EventRecorder] = []
+
+
+def event_recorder_register(recorder: EventRecorder) -> None:
+    """Have ``recorder`` called with the events of every write, before its commit (once per
+    recorder); apps that keep state with events register theirs in ``AppConfig.ready``."""
+    if recorder not in _recorders:
+        _recorders.append(recorder)
 
 
 def _events_committed(events: list[JobEvent], workspace_id: int) -> None:
@@ -49,8 +64,13 @@ def event_record(
 
 
 def events_committed_on_commit(events: list[JobEvent], *, workspace_id: int) -> None:
-    """After the current transaction commits (at once in autocommit), hand ``events`` to the
-    listeners: one hook per write, whatever the number of its events. ``robust``: the events
-    are committed whatever a listener does, so its failure is logged, never raised."""
-    if _listeners and events:
+    """Hand ``events`` to the recorders now (in the write's transaction), then to the listeners
+    after it commits (at once in autocommit): one hook per write, whatever the number of its
+    events. ``robust``: the events are committed whatever a listener does, so its failure is
+    logged, never raised."""
+    if not events:
+        return
+    for recorder in _recorders:
+        recorder(events, workspace_id)
+    if _listeners:
         transaction.on_commit(lambda: _events_committed(events, workspace_id), robust=True)

@@ -13,6 +13,7 @@ until commit), then the rows that belong with it and its one event, in the same 
 See docs/decisions/0001-locking.md.
 """
 
+import hmac
 import random
 import time
 import uuid
@@ -47,7 +48,11 @@ def lease_check(job: RunnerJob, lease_token: LeaseToken) -> None:
     A report without a token is not fenced (an operator's or a simple coordinator's call); one
     with a token from an earlier attempt is refused, whatever the job's state now.
     """
-    if lease_token is not None and str(job.lease_token) != str(lease_token):
+    # Compared in constant time: how long a refusal takes says nothing about the current token.
+    current = "" if job.lease_token is None else str(job.lease_token)
+    if lease_token is not None and not hmac.compare_digest(
+        current.encode(), str(lease_token).encode()
+    ):
         metrics.stale_lease_observed()
         raise StaleLeaseError()
 

@@ -35,7 +35,7 @@ def operations(transactional_db) -> Operations:
     user = UserFactory(username="bench")
     MembershipFactory(user=user, workspace=workspace, role="member")
     _, token = AuthToken.objects.create(user)
-    _, key = CoordinatorKey.objects.create_key(name="bench")
+    _, key = CoordinatorKey.objects.create_key(name="bench", all_workspaces=True)
     return Operations(token, key)
 
 

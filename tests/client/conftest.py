@@ -30,7 +30,7 @@ def client(live_asgi: str, token: str) -> Iterator[Client]:  # noqa: F811
 @pytest.fixture
 def coordinator_key(transactional_db: None) -> str:
     """A coordinator key of every workspace, named ``agents``."""
-    return CoordinatorKey.objects.create_key(name="agents")[1]
+    return CoordinatorKey.objects.create_key(name="agents", all_workspaces=True)[1]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from runner_jobs_client import SIGNATURE_HEADER, verify_webhook
 
 from job_events import herald
-from tests.events.test_webhooks import receiver  # noqa: F401  (a local HTTP endpoint)
+from tests.events.webhooks import receiver  # noqa: F401  (a local HTTP endpoint)
 from tests.execution.conftest import wait_for
 from workspaces.models import Workspace
 
@@ -16,7 +16,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_real_delivery_verifies_and_a_forged_one_does_not(client, start_worker, receiver):  # noqa: F811
-    start_worker(beat=False)
+    # The receiver is on 127.0.0.1: allowed for the worker as the fixture allows it here.
+    start_worker(beat=False, RUNNER_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8")
     endpoint = herald.webhook_endpoint_create(
         workspace=Workspace.objects.get(slug="acme"),
         url=receiver.url,

@@ -11,7 +11,8 @@ BASE = "/api/v1/coordinator"
 
 
 def make_key(name: str = "agents", workspaces: list[Workspace] | None = None) -> str:
-    key, raw = CoordinatorKey.objects.create_key(name=name)
+    """A key of ``workspaces``; without them, a key of every workspace."""
+    key, raw = CoordinatorKey.objects.create_key(name=name, all_workspaces=workspaces is None)
     key.workspaces.set(workspaces or [])
     return raw
 

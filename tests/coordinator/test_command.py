@@ -21,7 +21,8 @@ def test_prints_the_key_alone_and_the_key_works():
     raw = out.strip()
     assert out == raw + "\n" and "." in raw and err == ""
     key = CoordinatorKey.objects.get()
-    assert (key.name, list(key.workspaces.all())) == ("agents", [])
+    # Every workspace, said outright: not the absence of workspace rows.
+    assert (key.name, key.all_workspaces, list(key.workspaces.all())) == ("agents", True, [])
     response = key_client(raw).get(f"{BASE}/health/")
     assert response.json() == {"status": "ok", "key": "agents", "workspaces": None}
 
@@ -32,6 +33,7 @@ def test_workspaces_limit_the_key_and_missing_ones_are_made(workspace):
     assert Workspace.objects.get(slug="beta").name == "beta"
     key = CoordinatorKey.objects.get()
     assert sorted(w.slug for w in key.workspaces.all()) == ["acme", "beta"]
+    assert not key.all_workspaces
     response = key_client(out.strip()).get(f"{BASE}/health/")
     assert response.json()["workspaces"] == ["acme", "beta"]
 

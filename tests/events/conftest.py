@@ -15,6 +15,7 @@ import uvicorn
 from knox.models import AuthToken
 
 from config.asgi import application as web_application
+from tests.events.webhooks import admin_user, receiver  # noqa: F401  (webhook fixtures)
 from tests.execution.conftest import start_worker  # noqa: F401  (a real Celery worker)
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory
 

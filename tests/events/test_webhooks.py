@@ -4,86 +4,26 @@
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from job_events import herald, listeners
-from job_events.models import WebhookDelivery, WebhookEndpoint
+from job_events import herald
+from job_events.models import PendingDelivery, WebhookDelivery, WebhookEndpoint
 from job_events.tasks import webhook_deliver_task
 from runner_jobs import services
 from runner_jobs.events import event_type_matches
 from runner_jobs.models import JobEvent
 from runner_jobs.tasks import execute_job_task
 from tests.api.conftest import token_client
+from tests.events.webhooks import URL, endpoint_for, pending_for
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory, job_in_state
-from workspaces.models import Workspace
-
-URL = "/api/v1/webhooks/"
-
-
-@dataclass
-class Received:
-    at: float
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A local HTTP endpoint answering with ``statuses`` in turn (the last one repeats)."""
-
-    url: str
-    statuses: list[int]
-    delay: float = 0
-    requests: list[Received] = field(default_factory=list)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="", statuses=[200])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.requests.append(Received(time.monotonic(), dict(self.headers), body))
-            time.sleep(state.delay)
-            n = len(state.requests) - 1
-            status = state.statuses[min(n, len(state.statuses) - 1)]
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(b"nope" if status >= 300 else b"ok")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def admin_user(workspace) -> Any:
-    user = UserFactory(username="ada")
-    MembershipFactory(user=user, workspace=workspace, role="admin")
-    return user
-
-
-def endpoint_for(workspace: Workspace, url: str, types: list[str] | None = None) -> WebhookEndpoint:
-    return herald.webhook_endpoint_create(workspace=workspace, url=url, event_types=types or ["*"])
 
 
 def verify(secret: str, header: str, body: bytes) -> bool:
@@ -93,16 +33,14 @@ def verify(secret: str, header: str, body: bytes) -> bool:
     return hmac.compare_digest(expected.hexdigest(), parts["v1"])
 
 
-def deliver_until_done(endpoint: WebhookEndpoint, event: JobEvent) -> list[float]:
+def deliver_until_done(event: JobEvent) -> list[float]:
     """The Celery task's retry loop, run here: attempt, wait the returned delay, attempt again."""
+    (pending_id,) = pending_for(event)
     delays = []
-    attempt = 1
-    while (
-        delay := herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=attempt)
-    ) is not None:
+    while (delay := herald.webhook_deliver(pending_id=pending_id)) is not None:
         delays.append(delay)
         time.sleep(delay)
-        attempt += 1
+    assert not PendingDelivery.objects.filter(pk=pending_id).exists()
     return delays
 
 
@@ -280,7 +218,7 @@ def test_signed_delivery_retried_with_growing_delays_three_attempts_logged(
     event = JobEvent.objects.get(job=job, type="job.completed")
     endpoint = endpoint_for(workspace, receiver.url, ["job.completed"])
 
-    delays = deliver_until_done(endpoint, event)
+    delays = deliver_until_done(event)
 
     assert len(delays) == 2 and delays[0] < delays[1]
     assert str(WebhookDelivery.objects.order_by("attempt").first()).endswith("#1 (500)")
@@ -311,37 +249,47 @@ def test_a_slow_endpoint_times_out_and_is_logged(receiver, workspace, settings):
     settings.RUNNER_WEBHOOK_TIMEOUT_SECONDS = 0.2
     receiver.delay = 1
     event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
-    endpoint = endpoint_for(workspace, receiver.url)
-    delay = herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=1)
-    assert delay is not None
+    endpoint_for(workspace, receiver.url)
+    (pending_id,) = pending_for(event)
+    assert herald.webhook_deliver(pending_id=pending_id) is not None
     log = WebhookDelivery.objects.get()
     assert log.status_code is None and not log.succeeded
-    assert log.error.startswith("ReadTimeout") and log.latency_ms < 1000
+    assert log.error.startswith("ReadTimeoutError") and log.latency_ms < 1000
+    assert PendingDelivery.objects.get().attempts == 1
 
 
 @pytest.mark.django_db
 def test_an_unreachable_endpoint_is_logged_and_given_up_after_the_last_attempt(workspace, settings):
     settings.RUNNER_WEBHOOK_MAX_ATTEMPTS = 2
+    settings.RUNNER_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
     endpoint = endpoint_for(workspace, "http://127.0.0.1:1/hook")
-    assert herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=1)
-    assert herald.webhook_deliver(endpoint_id=endpoint.pk, event_id=event.pk, attempt=2) is None
+    (pending_id,) = pending_for(event)
+    assert herald.webhook_deliver(pending_id=pending_id)
+    # Not due yet: a duplicate message does nothing.
+    assert herald.webhook_deliver(pending_id=pending_id) is None
+    assert WebhookDelivery.objects.count() == 1
+    PendingDelivery.objects.update(due_at=timezone.now())
+    assert herald.webhook_deliver(pending_id=pending_id) is None
     log = list(WebhookDelivery.objects.order_by("attempt"))
-    assert [d.error.split(":")[0] for d in log] == ["ConnectionError", "ConnectionError"]
+    assert [d.error.split(":")[0] for d in log] == ["NewConnectionError", "NewConnectionError"]
     assert log[1].next_attempt_at is None
     assert str(log[1]) == f"event {event.pk} -> endpoint {endpoint.pk} #2 (error)"
+    assert not PendingDelivery.objects.exists()
 
 
 @pytest.mark.django_db
 def test_a_removed_or_paused_endpoint_gets_nothing(receiver, workspace):
     event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
     paused = endpoint_for(workspace, receiver.url)
-    WebhookEndpoint.objects.filter(pk=paused.pk).update(is_active=False)
     gone = endpoint_for(workspace, receiver.url)
+    pending_ids = pending_for(event)
+    WebhookEndpoint.objects.filter(pk=paused.pk).update(is_active=False)
     herald.webhook_endpoint_delete(endpoint=gone)
-    for endpoint_id in (paused.pk, gone.pk):
-        assert herald.webhook_deliver(endpoint_id=endpoint_id, event_id=event.pk, attempt=1) is None
+    for pending_id in pending_ids:
+        assert herald.webhook_deliver(pending_id=pending_id) is None
     assert receiver.requests == [] and not WebhookDelivery.objects.exists()
+    assert not PendingDelivery.objects.exists()
 
 
 @pytest.fixture
@@ -443,9 +391,8 @@ def test_an_endpoint_made_during_a_request_or_task_is_seen_within_the_memo_time(
     event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
 
     def enqueue() -> int:
-        return listeners.webhook_deliveries_enqueue(
-            event_id=event.pk, workspace_id=workspace.pk, event_type=event.type
-        )
+        pending_ids = herald.webhook_deliveries_record(events=[event], workspace_id=workspace.pk)
+        return herald.webhook_deliveries_publish(pending_ids)
 
     with herald.webhook_endpoints_memo():
         assert enqueue() == 0
@@ -459,10 +406,8 @@ def test_an_endpoint_made_during_a_request_or_task_is_seen_within_the_memo_time(
 @pytest.mark.django_db
 def test_outside_a_request_or_task_every_event_reads_the_endpoints(receiver, workspace):
     event = JobEvent.objects.filter(job=job_in_state("pending", workspace=workspace)).get()
-    webhook_deliver_task.apply(args=[0, event.pk])  # a task's memo ends with the task
+    webhook_deliver_task.apply(args=[0])  # a task's memo ends with the task
     with CaptureQueriesContext(connection) as captured:
         for _ in range(2):
-            listeners.webhook_deliveries_enqueue(
-                event_id=event.pk, workspace_id=workspace.pk, event_type=event.type
-            )
+            herald.webhook_deliveries_record(events=[event], workspace_id=workspace.pk)
     assert endpoint_reads(captured) == 2

@@ -37,6 +37,9 @@ WORKER_ENV = {
     "RUNNER_RETRY_BACKOFF_SECONDS": "1",
     "RUNNER_JOB_TIME_LIMIT_SECONDS": "60",
 }
+# A test's worker serves jobs and webhook deliveries alike, unless the test splits them as the
+# Procfile does.
+WORKER_QUEUES = f"celery,{settings.WEBHOOK_QUEUE}"
 
 
 def database_url() -> str:
@@ -70,7 +73,13 @@ class WorkerFactory:
     started: list[Worker] = field(default_factory=list)
 
     def __call__(
-        self, *, redis_url: str | None = None, concurrency: int = 4, beat: bool = True, **env: str
+        self,
+        *,
+        redis_url: str | None = None,
+        concurrency: int = 4,
+        beat: bool = True,
+        queues: str = WORKER_QUEUES,
+        **env: str,
     ) -> Worker:
         name = f"w{len(self.started)}-{uuid.uuid4().hex[:6]}"
         log = self.tmp_path / f"{name}.log"
@@ -89,6 +98,8 @@ class WorkerFactory:
             f"{name}@%h",
             "--without-gossip",
             "--without-mingle",
+            "--queues",
+            queues,
         ]
         if beat:
             command += ["--beat", "--schedule", str(self.tmp_path / f"{name}-beat")]
@@ -130,9 +141,16 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def purge_queues() -> None:
+    """Drop every message waiting in this run's queues (jobs' and webhook deliveries')."""
+    with celery_app.connection_for_write() as conn:
+        for queue in WORKER_QUEUES.split(","):
+            conn.default_channel.queue_purge(queue)
+
+
 @contextmanager
 def _workers(tmp_path: Path) -> Iterator[WorkerFactory]:
-    celery_app.control.purge()
+    purge_queues()
     factory = WorkerFactory(tmp_path)
     try:
         yield factory

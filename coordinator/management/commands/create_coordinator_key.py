@@ -34,6 +34,9 @@ class Command(BaseCommand):
                 if created:
                     self.stderr.write(f"Created workspace {slug!r}.")
                 workspaces.append(ws)
-            key, raw_key = CoordinatorKey.objects.create_key(name=name)
+            # No --workspace: a key of every workspace, said outright (never "no rows").
+            key, raw_key = CoordinatorKey.objects.create_key(
+                name=name, all_workspaces=not workspaces
+            )
             cast(CoordinatorKey, key).workspaces.set(workspaces)
         self.stdout.write(raw_key)
