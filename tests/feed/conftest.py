@@ -19,7 +19,7 @@ class FeedFrame:
     data: dict[str, Any]
 
 
-@dataclass
+@dataclass(eq=False)
 class FeedReader(threading.Thread):
     """Follows ``url`` in a thread until told to stop (the feed never ends by itself)."""
 
