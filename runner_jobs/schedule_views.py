@@ -14,6 +14,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from runner_jobs.errors import JobInputError
 from runner_jobs.models import Schedule, ScheduleOverlap
 from runner_jobs.serializers import ErrorSerializer, JobCreateSerializer, RunnerJobSerializer
 from runner_jobs.services.jobs import JobSpec
@@ -37,6 +38,16 @@ class ScheduleJobSerializer(JobCreateSerializer):
     """The job a schedule makes: the create fields, but the workspace is the schedule's."""
 
     workspace = None  # type: ignore[assignment]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        # On a PATCH the parent validates the job again, whole (ScheduleSerializer.validate).
+        if not getattr(self.root, "partial", False):
+            try:
+                self.spec(attrs).job_type()
+            except JobInputError as exc:
+                raise serializers.ValidationError(exc.errors) from exc
+        return attrs
 
 
 class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
@@ -100,6 +111,13 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
         timing = self.timing(attrs)
         if timing is not None and (errors := timing.errors()):
             raise serializers.ValidationError(errors)
+        if self.partial and "job" in attrs:
+            # A PATCH replaces the whole job, so its defaults apply (a partial nested
+            # serializer would leave them out).
+            job = ScheduleJobSerializer(data=self.initial_data["job"])
+            if not job.is_valid():
+                raise serializers.ValidationError({"job": job.errors})
+            attrs["job"] = job.validated_data
         return attrs
 
 
