@@ -5,6 +5,7 @@ write (viewers 403); another workspace's schedule is a 404."""
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
@@ -21,6 +22,7 @@ from runner_jobs.services.jobs import JobSpec
 from runner_jobs.services.schedules import (
     INTERVAL_MAX_SECONDS,
     INTERVAL_MIN_SECONDS,
+    ScheduleNotFoundError,
     Timing,
     schedule_create,
     schedule_delete,
@@ -201,6 +203,15 @@ class ScheduleViewSet(
             .select_related("workspace", "created_by")
             .order_by("workspace__slug", "name")
         )
+
+    def get_object(self) -> Schedule:
+        try:
+            schedule = self.get_queryset().get(pk=self.kwargs["pk"])
+        except (Schedule.DoesNotExist, DjangoValidationError) as exc:
+            # Unknown, another workspace's, or not even a UUID: the same 404.
+            raise ScheduleNotFoundError() from exc
+        self.check_object_permissions(self.request, schedule)
+        return schedule
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = ScheduleSerializer(data=request.data)

@@ -74,8 +74,8 @@ class FeedReader(threading.Thread):
 def follow() -> Iterator[Any]:
     readers: list[FeedReader] = []
 
-    def start(url: str, token: str, **headers: str) -> FeedReader:
-        reader = FeedReader(url, token, headers)
+    def start(url: str, auth_token: str, **headers: str) -> FeedReader:
+        reader = FeedReader(url, auth_token, headers)
         reader.start()
         readers.append(reader)
         return reader

@@ -9,7 +9,7 @@ from django.utils import timezone
 from runner_jobs import services
 from runner_jobs.models import RunnerJob, Schedule
 from runner_jobs.services.schedules import Timing, schedule_create
-from tests.execution.conftest import start_worker, wait_for  # noqa: F401  (a fixture)
+from tests.execution.conftest import wait_for
 from tests.factories import WorkspaceFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

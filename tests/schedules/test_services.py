@@ -11,6 +11,7 @@ from runner_jobs import services
 from runner_jobs.errors import JobInputError
 from runner_jobs.models import RunnerJob, Schedule
 from runner_jobs.services.schedules import (
+    FireReport,
     ScheduleNotFoundError,
     Timing,
     schedule_create,
@@ -192,9 +193,9 @@ def test_two_concurrent_firings_of_one_due_time_make_one_job():
     for round_ in range(5):
         make_due(schedule, now - timedelta(seconds=1) + timedelta(minutes=round_))
         barrier = threading.Barrier(4)
-        reports = []
+        reports: list[FireReport] = []
 
-        def fire(at=now + timedelta(minutes=round_)):
+        def fire(at=now + timedelta(minutes=round_), barrier=barrier, reports=reports):
             barrier.wait()
             try:
                 reports.append(schedules_fire(now=at))

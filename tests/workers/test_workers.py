@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from runner_jobs import services
 from runner_jobs.models import Worker
 from runner_jobs.workers import worker_counts, workers_list
-from tests.execution.conftest import TEST_LEASE_SECONDS, start_worker, wait_for  # noqa: F401
+from tests.execution.conftest import TEST_LEASE_SECONDS, wait_for
 from tests.factories import UserFactory, WorkspaceFactory
 
 URL = "/api/v1/workers/"
