@@ -254,3 +254,19 @@ def test_delete_keeps_the_jobs(every_minute):
     job.refresh_from_db()
     assert job.schedule_id is None
     assert not Schedule.objects.exists()
+
+
+def test_the_admin_actions_go_through_the_services(every_minute, admin_client):
+    url = "/admin/runner_jobs/schedule/"
+    for action in ("pause", "run_now", "resume"):
+        response = admin_client.post(
+            url, {"action": action, "_selected_action": [str(every_minute.pk)]}, follow=True
+        )
+        assert response.status_code == 200
+        every_minute.refresh_from_db()
+        if action == "pause":
+            assert every_minute.paused
+    assert not every_minute.paused
+    job = RunnerJob.objects.get()
+    assert job.schedule_id == every_minute.pk
+    assert admin_client.get(url).status_code == 200
