@@ -93,8 +93,10 @@ def test_patch_switches_timing_pauses_and_changes_the_job(api, schedule):
 def test_trigger_makes_a_job_that_names_the_schedule(api, schedule):
     response = api.post(f"{URL}{schedule['id']}/trigger/")
     assert response.status_code == 201
+    assert response.json()["schedule"] == schedule["id"]
     job = RunnerJob.objects.get(pk=response.json()["id"])
     assert str(job.schedule_id) == schedule["id"]
+    assert api.get(f"/api/v1/runner-jobs/{job.pk}/").json()["schedule"] == schedule["id"]
     assert job.payload == {"report": "daily"}
 
 
