@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.lookups import GreaterThan, GreaterThanOrEqual, LessThan
@@ -34,7 +34,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -44,10 +44,16 @@ from rest_framework.views import APIView
 
 from job_events.notify import EVERY_JOB, stream_wakeups
 from job_events.readers import stream_db
+from job_events.sse import KEEPALIVE, SUBSCRIBE_WAIT_SECONDS, AccessChecks, has_body
+from job_events.stream_access import (
+    StreamAccess,
+    refusal,
+    stream_authenticate,
+    too_many_streams,
+)
 from runner_jobs.events import EVENT_TYPE_MAX_LENGTH, EVENT_TYPE_PATTERN, EVERY_TYPE
 from runner_jobs.models import FEED_XID, JobEvent, TransactionIdField
 from runner_jobs.serializers import ErrorSerializer, JobEventSerializer
-from workspaces.authentication import TokenAuthentication
 from workspaces.selectors import workspaces_for_user
 
 FEED_BATCH_SIZE = 500
@@ -59,8 +65,6 @@ FEED_MIN_READ_INTERVAL_SECONDS = 0.1
 # nothing when it ends), re-read after this long, doubling up to the maximum.
 HELD_BACK_POLL_SECONDS = 0.05
 HELD_BACK_POLL_MAX_SECONDS = 1.0
-SUBSCRIBE_WAIT_SECONDS = 1.0
-KEEPALIVE = b": keep-alive\n\n"
 QUERY_PARAMETERS = frozenset({"workspace", "type", "job_type", "after", "page_size"})
 CURSOR = re.compile(r"(\d{1,20})\.(\d{1,19})")
 JOB_TYPE_MAX_LENGTH = 64
@@ -311,33 +315,31 @@ class WorkspaceEventListView(APIView):
 # --- Server-Sent Events ------------------------------------------------------------------------
 
 
-def _refusal(status: int, code: str, detail: Any) -> JsonResponse:
-    body = detail if isinstance(detail, dict) else {"detail": detail, "code": code}
-    response = JsonResponse(body, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = "Token"
-    return response
+def _stream_open(request: HttpRequest) -> tuple[StreamAccess, FeedRequest] | HttpResponseBase:
+    """The job stream's rules and order (``job_events.sse``): credentials (401; a job's read
+    token reads its job only, so it is refused here), the query (400) and the workspace among
+    the reader's (404), then a slot in the credential's stream cap (429)."""
+    slug = request.GET.get("workspace", "")
 
+    def readable(user: User) -> bool:
+        return workspaces_for_user(user).filter(slug=slug).exists()
 
-def _stream_open(request: HttpRequest) -> FeedRequest | JsonResponse:
-    """The job stream's rules: a knox token or a session (401 without); then the feed's query
-    (400) and the workspace among the user's (404)."""
-    try:
-        authenticated = TokenAuthentication().authenticate(request)
-    except AuthenticationFailed as exc:
-        return _refusal(401, "authentication_failed", str(exc.detail))
-    user = authenticated[0] if authenticated else request.user
-    if not user.is_authenticated:
-        return _refusal(401, "not_authenticated", "Authentication credentials were not provided.")
+    access = stream_authenticate(request, readable=readable)
+    if not isinstance(access, StreamAccess):
+        return access
     try:
         feed = feed_request(
-            user=user, params=request.GET, last_event_id=request.headers.get("Last-Event-ID")
+            user=access.user,
+            params=request.GET,
+            last_event_id=request.headers.get("Last-Event-ID"),
         )
     except NotFound as exc:
-        return _refusal(404, "not_found", str(exc.detail))
+        return refusal(404, "not_found", str(exc.detail))
     if feed.errors:
-        return _refusal(400, "invalid", feed.errors)
-    return feed
+        return JsonResponse(feed.errors, status=400)
+    if not access.acquire_slot():
+        return too_many_streams()
+    return access, feed
 
 
 def _stream_read(
@@ -360,12 +362,28 @@ def _stream_read(
 
 
 async def _feed_stream(
-    query: FeedQuery, after: FeedPosition, *, keepalive: float, poll: float
+    query: FeedQuery, after: FeedPosition, *, access: StreamAccess
+) -> AsyncIterator[bytes]:
+    keepalive = float(settings.RUNNER_STREAM_KEEPALIVE_SECONDS)
+    poll = float(settings.RUNNER_STREAM_POLL_SECONDS)
+    try:
+        async for chunk in _feed_frames(
+            query, after, access=access, keepalive=keepalive, poll=poll
+        ):
+            yield chunk
+    finally:
+        await stream_db(access.release_slot)
+
+
+async def _feed_frames(
+    query: FeedQuery, after: FeedPosition, *, access: StreamAccess, keepalive: float, poll: float
 ) -> AsyncIterator[bytes]:
     wakeups = stream_wakeups()
     async with wakeups.waiter(EVERY_JOB) as wakeup:
+        yield b"retry: %d\n\n" % settings.RUNNER_STREAM_RETRY_MS
         with suppress(TimeoutError):
             await asyncio.wait_for(wakeups.subscribed.wait(), SUBSCRIBE_WAIT_SECONDS)
+        checks = AccessChecks(access, every=keepalive)
         last_write = time.monotonic()
         held_back_wait = HELD_BACK_POLL_SECONDS
         while True:
@@ -378,6 +396,8 @@ async def _feed_stream(
                 after = position
             if frames:
                 last_write = time.monotonic()
+            if await checks.lost():
+                return
             if len(frames) == FEED_BATCH_SIZE:
                 continue
             if held_back:
@@ -390,9 +410,11 @@ async def _feed_stream(
             # Wait for a ring or the poll; keep-alives meanwhile cost no database read.
             next_read = read_at + wait
             while not wakeup.is_set() and time.monotonic() < next_read:
-                timeout = min(next_read, last_write + keepalive) - time.monotonic()
+                timeout = min(next_read, last_write + keepalive, checks.next_at) - time.monotonic()
                 with suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), max(0.0, timeout))
+                if await checks.lost():
+                    return
                 if time.monotonic() - last_write >= keepalive:
                     yield KEEPALIVE
                     last_write = time.monotonic()
@@ -408,17 +430,17 @@ async def workspace_event_stream(request: HttpRequest) -> HttpResponseBase:
     Server-Sent Events, from the first (or after ``Last-Event-ID`` / ``?after=``), never closed
     by the server. An async view on the ASGI web tier, like the job stream."""
     if request.method != "GET":
-        return _refusal(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
+        refused = refusal(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
+        refused["Allow"] = "GET"
+        return refused
+    if has_body(request):
+        return refusal(413, "request_too_large", "A stream request takes no body.")
     opened = await stream_db(_stream_open, request=request)
-    if isinstance(opened, JsonResponse):
+    if isinstance(opened, HttpResponseBase):
         return opened
+    access, feed = opened
     response = StreamingHttpResponse(
-        _feed_stream(
-            opened.query,
-            opened.after,
-            keepalive=settings.RUNNER_STREAM_KEEPALIVE_SECONDS,
-            poll=settings.RUNNER_STREAM_POLL_SECONDS,
-        ),
+        _feed_stream(feed.query, feed.after, access=access),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"

@@ -29,6 +29,7 @@ class FeedReader(threading.Thread):
     frames: list[FeedFrame] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     status: int | None = None
+    retry: str | None = None
     error: BaseException | None = None
 
     def __post_init__(self) -> None:
@@ -59,9 +60,13 @@ class FeedReader(threading.Thread):
                     name, _, value = line.partition(": ")
                     frame[name] = value
                 elif frame:
-                    self.frames.append(
-                        FeedFrame(frame["id"], frame["event"], json.loads(frame["data"]))
-                    )
+                    # A frame without an id is the opening "retry:" advice.
+                    if "id" in frame:
+                        self.frames.append(
+                            FeedFrame(frame["id"], frame["event"], json.loads(frame["data"]))
+                        )
+                    else:
+                        self.retry = frame.get("retry")
                     frame = {}
         raise AssertionError("the server closed the feed")
 

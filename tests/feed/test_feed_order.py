@@ -208,6 +208,7 @@ def test_the_stream_sends_keep_alives_and_refuses_bad_requests(live_asgi, token,
     reader = follow(feed_url(live_asgi), token)
     wait_for(lambda: reader.comments, timeout=10)
     assert reader.comments[0] == "keep-alive"
+    assert reader.retry == "3000"
     auth = {"Authorization": f"Token {token}"}
     cases = [
         (feed_url(live_asgi, type="BAD"), auth, 400, "type"),
@@ -221,4 +222,18 @@ def test_the_stream_sends_keep_alives_and_refuses_bad_requests(live_asgi, token,
         response = httpx.get(url, headers=headers, timeout=10)
         assert response.status_code == status, url
         assert key in response.json()
-    assert httpx.post(feed_url(live_asgi), headers=auth, timeout=10).status_code == 405
+    refused = httpx.post(feed_url(live_asgi), headers=auth, timeout=10)
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET"
+    with_body = httpx.request("GET", feed_url(live_asgi), headers=auth, content=b"x", timeout=10)
+    assert with_body.status_code == 413
+
+
+def test_the_feed_counts_against_the_credentials_stream_cap(live_asgi, token, follow, settings):
+    import httpx
+
+    settings.RUNNER_STREAM_MAX_PER_TOKEN = 1
+    reader = follow(feed_url(live_asgi), token)
+    wait_for(lambda: reader.status == 200, timeout=10)
+    second = httpx.get(feed_url(live_asgi), headers={"Authorization": f"Token {token}"}, timeout=10)
+    assert second.status_code == 429
+    assert second.json()["code"] == "too_many_streams"
