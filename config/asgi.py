@@ -1,7 +1,8 @@
 """The web tier's entry point (gunicorn with uvicorn workers, see the Procfile): one port, two
 ways of serving. See docs/decisions/0050-serving-streams.md.
 
-* Event streams (``/api/v1/runner-jobs/<id>/events/stream/``) go to Django's ASGI handler: an
+* Event streams (``/api/v1/runner-jobs/<id>/events/stream/`` and the workspace feed,
+  ``/api/v1/events/stream/``) go to Django's ASGI handler: an
   async view, so an open stream is a coroutine, not a thread. A stream takes no request body,
   and Django's ASGI handler would read (and spool) a whole body before the view could refuse
   it: the stream sees an empty body instead, and whatever the client sends is never read.
@@ -21,7 +22,7 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-# The per-job stream, and (to come) the workspace feed at /api/v1/events/stream/.
+# The per-job stream and the workspace feed (/api/v1/events/stream/).
 STREAM_PATH = re.compile(r"^/api/v1/(?:runner-jobs/[^/]+/)?events/stream/?$")
 
 django_asgi = get_asgi_application()

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from runner_jobs import services
 from runner_jobs.http import with_etag
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import RunnerJob, WorkerKind
 from runner_jobs.serializers import (
     ErrorSerializer,
     JobCreateSerializer,
@@ -134,9 +134,12 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         """Start up to ``limit`` queued jobs of ``types`` (highest priority, then oldest, first)
         for ``worker``; each comes with the ``lease_token`` its reports must carry."""
         data = _valid(ClaimSerializer, request)
+        worker = data.get("worker", self.key.name)
+        # The coordinator's heartbeat is its last claim (GET /api/v1/workers/).
+        services.worker_seen(kind=WorkerKind.COORDINATOR, name=worker)
         jobs = services.job_claim(
             types=data["types"],
-            worker=data.get("worker", self.key.name),
+            worker=worker,
             limit=data["limit"],
             actor=self.actor,
             workspace_ids=key_workspace_ids(self.key),

@@ -28,6 +28,8 @@ CHANNEL = "runner_jobs:job_events"
 # Short, so a Redis outage delays a writer's commit hook by at most this much.
 PUBLISH_TIMEOUT_SECONDS = 0.5
 RESUBSCRIBE_DELAY_SECONDS = 1.0
+# The key of a waiter woken by every job's ring (the workspace feed, job_events/feed.py).
+EVERY_JOB = "*"
 
 
 @cache
@@ -76,7 +78,7 @@ class StreamWakeups:
 
     def _wake(self, key: str | None) -> None:
         """Wake the streams of job ``key``, or every stream when ``key`` is None."""
-        keys = list(self._waiters) if key is None else [key]
+        keys = list(self._waiters) if key is None else [key, EVERY_JOB]
         for k in keys:
             for wakeup in self._waiters.get(k, ()):
                 wakeup.set()

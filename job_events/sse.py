@@ -77,7 +77,7 @@ def has_body(request: HttpRequest) -> bool:
     return length.strip() != "0" or "HTTP_TRANSFER_ENCODING" in request.META
 
 
-class _AccessChecks:
+class AccessChecks:
     """An open stream's re-checks of its reader's access, at most ``every`` seconds apart."""
 
     def __init__(self, access: StreamAccess, *, every: float) -> None:
@@ -114,7 +114,7 @@ async def _events(
             read_now = True
             with suppress(TimeoutError):
                 await asyncio.wait_for(wakeups.subscribed.wait(), SUBSCRIBE_WAIT_SECONDS)
-            checks = _AccessChecks(access, every=keepalive)
+            checks = AccessChecks(access, every=keepalive)
             last_write = time.monotonic()
             while True:
                 for event_id, frame in batch.frames:

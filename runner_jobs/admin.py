@@ -529,3 +529,7 @@ class JobEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="job")
     def job_short(self, event: JobEvent) -> SafeString:
         return job_link(event.job_id)
+
+
+# Schedules and workers (their own module, registered on import).
+from runner_jobs import admin_operators  # noqa: E402, F401

@@ -28,8 +28,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from config.redis_client import redis_client
-from runner_jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, RunnerJob
+from runner_jobs.models import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    JobStatus,
+    RunnerJob,
+    WorkerKind,
+)
 from runner_jobs.registry import job_types
+from runner_jobs.workers import worker_counts
 
 logger = structlog.get_logger("runner_jobs.jobs")
 
@@ -248,7 +255,16 @@ def _job_families() -> list[Metric]:
             jobs.add_metric([status, type_], counts.get((status, type_), 0))
         due = oldest_due.get(type_)
         age.add_metric([type_], max(0.0, (now - due).total_seconds()) if due else 0.0)
-    return [jobs, age]
+    workers = GaugeMetricFamily(
+        "runner_jobs_workers",
+        "Known workers by kind (celery, coordinator) and liveness (seen within a lease).",
+        labels=("kind", "alive"),
+    )
+    worker_count = worker_counts()
+    for kind in WorkerKind.values:
+        for alive in (True, False):
+            workers.add_metric([kind, str(alive).lower()], worker_count.get((kind, alive), 0))
+    return [jobs, age, workers]
 
 
 class RunnerJobsCollector(Collector):

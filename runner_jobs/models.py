@@ -3,8 +3,10 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import F, Func, Q, Value
+from django.db.models.expressions import Expression
+from django.db.models.functions import Cast, Coalesce, Now
 
 from workspaces.models import Workspace
 
@@ -75,6 +77,16 @@ class RunnerJob(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
 
+    # The schedule that made the job, if one did. Indexed (partially) for the overlap check.
+    schedule = models.ForeignKey(
+        "Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        db_index=False,
+    )
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -104,6 +116,12 @@ class RunnerJob(models.Model):
                 fields=["completed_at", "status", "type"],
                 name="job_finished_idx",
                 condition=Q(completed_at__isnull=False),
+            ),
+            # A schedule's live jobs (overlap "skip") and its history, newest first.
+            models.Index(
+                fields=["schedule", "-created_at"],
+                name="job_schedule_idx",
+                condition=Q(schedule__isnull=False),
             ),
         ]
         constraints = [
@@ -167,6 +185,33 @@ class JobStep(models.Model):
         return f"{self.ordinal}. {self.name} ({self.status})"
 
 
+class TransactionIdField(models.Field):
+    """A PostgreSQL ``xid8``: a 64-bit transaction id, which never wraps around."""
+
+    description = "PostgreSQL transaction id (xid8)"
+
+    def db_type(self, connection: BaseDatabaseWrapper) -> str:
+        return "xid8"
+
+    def from_db_value(self, value: object, expression: object, connection: object) -> int | None:
+        return None if value is None else int(str(value))
+
+    def to_python(self, value: object) -> int | None:
+        return None if value is None else int(str(value))
+
+    def get_prep_value(self, value: object) -> str | None:
+        # Sent as a string literal: PostgreSQL has no cast from integer to xid8.
+        return None if value is None else str(int(str(value)))
+
+
+# Where an event sits in the workspace feed: its transaction's id, then its own id. Events
+# written before the xid column existed have none and count as transaction 0 (long committed).
+# docs/decisions/0100-workspace-feed.md.
+FEED_XID: Expression = Coalesce(
+    "xid", Cast(Value("0"), output_field=TransactionIdField()), output_field=TransactionIdField()
+)
+
+
 class JobEvent(models.Model):
     """An append-only record of one change to a job, written by ``services.events.event_record``
     in the transaction of the change.
@@ -192,13 +237,105 @@ class JobEvent(models.Model):
     timestamp = models.DateTimeField(db_default=Now())
     actor = models.CharField(max_length=255)
     payload = models.JSONField(default=dict, blank=True)
+    # The id of the transaction that inserted the event, set by PostgreSQL for any INSERT: the
+    # workspace feed serves events in (xid, id) order, only once no older transaction is
+    # running (docs/decisions/0100-workspace-feed.md). NULL for events older than the column.
+    xid = TransactionIdField(
+        null=True, editable=False, db_default=Func(function="pg_current_xact_id")
+    )
 
     class Meta:
         db_table = "job_events_jobevent"
         ordering = ["timestamp", "id"]
         indexes = [
             models.Index(fields=["job", "timestamp"], name="job_event_job_ts_idx"),
+            models.Index(FEED_XID, F("id"), name="job_event_feed_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.type} #{self.id}"
+
+
+class ScheduleOverlap(models.TextChoices):
+    ALLOW = "allow", "Allow"
+    SKIP = "skip", "Skip while the previous job is live"
+
+
+class Schedule(models.Model):
+    """Creates a job from ``job`` (the create fields) on a cron or an interval. Written only by
+    ``runner_jobs.services.schedules``; fired by the beat's ``schedules_fire`` task."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="schedules")
+    name = models.CharField(max_length=200)
+    # Exactly one of cron (five fields, read in ``timezone``) and interval_seconds.
+    cron = models.CharField(max_length=200, blank=True, default="")
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    job = models.JSONField(default=dict)
+    overlap = models.CharField(
+        max_length=8, choices=ScheduleOverlap.choices, default=ScheduleOverlap.ALLOW
+    )
+    paused = models.BooleanField(default=False)
+    next_run_at = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runner_job_schedules",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["workspace", "name"]
+        indexes = [
+            # The beat's query: the due schedules that are not paused.
+            models.Index(fields=["next_run_at"], name="schedule_due_idx", condition=Q(paused=False))
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="schedule_unique_name"),
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(interval_seconds__isnull=False))
+                | (~Q(cron="") & Q(interval_seconds__isnull=True)),
+                name="schedule_cron_xor_interval",
+            ),
+            models.CheckConstraint(
+                condition=Q(interval_seconds__isnull=True) | Q(interval_seconds__gte=10),
+                name="schedule_interval_min",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron or f'every {self.interval_seconds} s'})"
+
+
+class WorkerKind(models.TextChoices):
+    CELERY = "celery", "Celery worker"
+    COORDINATOR = "coordinator", "Coordinator"
+
+
+class Worker(models.Model):
+    """A process that runs jobs: a Celery worker (its heartbeat) or a coordinator (its last
+    claim). ``name`` is what the worker writes as a job's ``lease_owner``. Written only by
+    ``runner_jobs.services.workers``."""
+
+    kind = models.CharField(max_length=16, choices=WorkerKind.choices)
+    name = models.CharField(max_length=255)
+    hostname = models.CharField(max_length=255, blank=True, default="")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    # Set by a worker that shuts down cleanly; a killed one just stops being seen.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "name"], name="worker_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"

@@ -106,6 +106,7 @@ class RunnerJobSerializer(BuiltOnceSerializer):
             "attempts",
             "max_attempts",
             "retry_of",
+            "schedule",
             "created_by",
             "version",
             "created_at",

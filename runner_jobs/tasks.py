@@ -17,6 +17,7 @@ from django.conf import settings
 from runner_jobs import execution
 from runner_jobs.execution import TransientJobError
 from runner_jobs.services.retention import jobs_prune
+from runner_jobs.services.schedules import schedules_fire
 from runner_jobs.services.sweeper import jobs_sweep
 
 SWEEP_SOFT_TIME_LIMIT_SECONDS = 120
@@ -94,3 +95,9 @@ def prune_jobs_task() -> dict[str, Any]:
     """The daily retention run: ``prune_jobs --older-than <RUNNER_RETENTION_DAYS>d``."""
     result = jobs_prune(older_than=timedelta(days=settings.RUNNER_RETENTION_DAYS))
     return {"jobs": result.jobs, "steps": result.steps, "events": result.events}
+
+
+@shared_task(name="runner_jobs.fire_schedules", ignore_result=True)
+def fire_schedules_task() -> dict[str, int]:
+    """The beat's schedule tick: make the jobs of every due schedule, once per due time."""
+    return vars(schedules_fire())

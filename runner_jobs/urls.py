@@ -4,14 +4,18 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from runner_jobs.schedule_views import ScheduleViewSet
 from runner_jobs.views import JobEventListView, RunnerJobViewSet
+from runner_jobs.worker_views import WorkerListView
 
 router = DefaultRouter()
 # No ``.json`` twins of every route: one URL per resource, in the schema too.
 router.include_format_suffixes = False
 router.register("runner-jobs", RunnerJobViewSet, basename="runner-job")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 
 urlpatterns = [
+    path("workers/", WorkerListView.as_view(), name="workers"),
     path("runner-jobs/<str:pk>/events/", JobEventListView.as_view(), name="runner-job-events"),
     *router.urls,
 ]

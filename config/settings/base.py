@@ -193,6 +193,7 @@ REDIS_URL = env("REDIS_URL", default="redis://localhost:6379/0")
 RUNNER_JOB_TYPES: dict[str, dict[str, object]] = env.json("RUNNER_JOB_TYPES", default={})
 RUNNER_JOB_LEASE_SECONDS = env.int("RUNNER_JOB_LEASE_SECONDS", default=60)
 RUNNER_SWEEP_INTERVAL_SECONDS = env.int("RUNNER_SWEEP_INTERVAL_SECONDS", default=15)
+RUNNER_SCHEDULE_TICK_SECONDS = env.float("RUNNER_SCHEDULE_TICK_SECONDS", default=2)
 RUNNER_REDISPATCH_AFTER_SECONDS = env.int("RUNNER_REDISPATCH_AFTER_SECONDS", default=120)
 RUNNER_MAX_PAYLOAD_BYTES = env.int("RUNNER_MAX_PAYLOAD_BYTES", default=256 * 1024)
 
@@ -248,6 +249,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RUNNER_SWEEP_INTERVAL_SECONDS,
         # A sweep that could not start before the next one is due is dropped, not piled up.
         "options": {"expires": RUNNER_SWEEP_INTERVAL_SECONDS, "priority": 0},
+    },
+    # Schedules fire within this many seconds of their due time (docs/decisions/0101).
+    "fire-schedules": {
+        "task": "runner_jobs.fire_schedules",
+        "schedule": RUNNER_SCHEDULE_TICK_SECONDS,
+        "options": {"expires": RUNNER_SCHEDULE_TICK_SECONDS, "priority": 0},
     },
 }
 

@@ -37,6 +37,7 @@ from .reports import job_release, job_status_report
 from .retention import PRUNE_BATCH_SIZE, PruneResult, jobs_prune
 from .steps import event_append, step_finish, step_start
 from .sweeper import SweepReport, jobs_sweep
+from .workers import worker_seen, worker_stopped
 
 __all__ = [
     "PRUNE_BATCH_SIZE",
@@ -74,4 +75,6 @@ __all__ = [
     "jobs_sweep",
     "step_finish",
     "step_start",
+    "worker_seen",
+    "worker_stopped",
 ]

@@ -46,6 +46,7 @@ def test_create_returns_201_with_the_job_etag_and_location(client):
         "attempts": 0,
         "max_attempts": 4,
         "retry_of": None,
+        "schedule": None,
         "created_by": "alice",
         "version": 2,
         "created_at": body["created_at"],
