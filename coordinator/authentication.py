@@ -9,6 +9,8 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 from rest_framework_api_key.permissions import KeyParser
 
+from config.credentials import CheckedCredentials
+
 from .models import CoordinatorKey
 
 API_KEY_HEADER = "X-API-Key"
@@ -28,6 +30,21 @@ class CoordinatorPrincipal:
     is_superuser: bool = False
 
 
+def _key_check(raw_key: str) -> CoordinatorKey:
+    try:
+        key = cast(CoordinatorKey, CoordinatorKey.objects.get_from_key(raw_key))
+    except CoordinatorKey.DoesNotExist as exc:
+        raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from exc
+    if key.has_expired:
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    return key
+
+
+# Keys checked in the last RUNNER_AUTH_CACHE_SECONDS (config.credentials): a revoked key is
+# refused everywhere within that time.
+checked_keys: CheckedCredentials[CoordinatorKey] = CheckedCredentials()
+
+
 class CoordinatorKeyAuthentication(authentication.BaseAuthentication):
     """A valid, unrevoked, unexpired ``CoordinatorKey`` in ``X-API-Key``; anything else there
     is a 401."""
@@ -38,12 +55,7 @@ class CoordinatorKeyAuthentication(authentication.BaseAuthentication):
         raw_key = self.key_parser.get(request)
         if not raw_key:
             return None
-        try:
-            key = cast(CoordinatorKey, CoordinatorKey.objects.get_from_key(raw_key))
-        except CoordinatorKey.DoesNotExist as exc:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from exc
-        if key.has_expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.")
+        key = checked_keys.check(raw_key.encode(), lambda: _key_check(raw_key))
         return CoordinatorPrincipal(key), key
 
     def authenticate_header(self, request: Request) -> str:

@@ -1,26 +1,21 @@
 """Consumer token authentication: knox's, minus a query per request it needs only with expiry,
 and with a short in-process memory of tokens it has just checked."""
 
-import hashlib
-import threading
-import time
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from knox.models import AuthToken
 from knox.settings import knox_settings
 
-# sha256(token) -> (valid until, user, token row): tokens checked in the last second.
-_verified: dict[bytes, tuple[float, Any, AuthToken]] = {}
-_verified_lock = threading.Lock()
-VERIFIED_MAX = 10_000
+from config.credentials import CheckedCredentials
+
+checked_tokens: CheckedCredentials[tuple[Any, AuthToken]] = CheckedCredentials()
 
 
 def verified_tokens_forget() -> None:
     """Forget every remembered check (tests that revoke a token and expect it refused at once)."""
-    _verified.clear()
+    checked_tokens.forget()
 
 
 class TokenAuthentication(KnoxTokenAuthentication):
@@ -36,20 +31,8 @@ class TokenAuthentication(KnoxTokenAuthentication):
         """knox's check, remembered for ``RUNNER_AUTH_CACHE_SECONDS`` (1 s) per process: a
         client's next requests skip the token query. A revoked token (or a deactivated user)
         is refused everywhere within that time. Only successful checks are remembered."""
-        ttl: float = settings.RUNNER_AUTH_CACHE_SECONDS
-        if ttl <= 0:
-            return super().authenticate_credentials(token)
-        key = hashlib.sha256(token).digest()
-        now = time.monotonic()
-        hit = _verified.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
-        user, auth_token = super().authenticate_credentials(token)
-        with _verified_lock:
-            if len(_verified) >= VERIFIED_MAX:
-                _verified.clear()
-            _verified[key] = (now + ttl, user, auth_token)
-        return user, auth_token
+        knox_check = super().authenticate_credentials
+        return checked_tokens.check(token, lambda: knox_check(token))
 
     def _cleanup_token(self, auth_token: AuthToken) -> bool:
         if knox_settings.TOKEN_TTL is None and auth_token.expiry is None:
