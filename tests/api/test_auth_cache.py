@@ -1,5 +1,5 @@
-"""A web process remembers a checked token (or coordinator key) for RUNNER_AUTH_CACHE_SECONDS: no token query on the
-next requests, and a revoked token is refused once that time has passed."""
+"""A web process remembers a checked token or coordinator key for RUNNER_AUTH_CACHE_SECONDS: no
+credential query on the next requests, and a revoked one is refused once that time has passed."""
 
 import time
 
