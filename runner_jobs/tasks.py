@@ -16,6 +16,11 @@ from django.conf import settings
 
 from runner_jobs import execution
 from runner_jobs.execution import TransientJobError
+from runner_jobs.services.operations import (
+    RUN_OPERATION_TASK_NAME,
+    operation_run,
+    operations_resume,
+)
 from runner_jobs.services.retention import jobs_prune
 from runner_jobs.services.sweeper import jobs_sweep
 
@@ -94,3 +99,15 @@ def prune_jobs_task() -> dict[str, Any]:
     """The daily retention run: ``prune_jobs --older-than <RUNNER_RETENTION_DAYS>d``."""
     result = jobs_prune(older_than=timedelta(days=settings.RUNNER_RETENTION_DAYS))
     return {"jobs": result.jobs, "steps": result.steps, "events": result.events}
+
+
+@shared_task(name=RUN_OPERATION_TASK_NAME, ignore_result=True)
+def run_operation_task(operation_id: str) -> None:
+    """A bulk operation's batches (a while, then it sends itself again)."""
+    operation_run(operation_id=operation_id)
+
+
+@shared_task(name="runner_jobs.resume_operations", ignore_result=True)
+def resume_operations_task() -> int:
+    """Beat: send again the operations whose run stalled (a lost message, a dead worker)."""
+    return operations_resume()

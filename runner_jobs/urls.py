@@ -4,12 +4,14 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from runner_jobs.operation_views import OperationViewSet
 from runner_jobs.views import JobEventListView, RunnerJobViewSet
 
 router = DefaultRouter()
 # No ``.json`` twins of every route: one URL per resource, in the schema too.
 router.include_format_suffixes = False
 router.register("runner-jobs", RunnerJobViewSet, basename="runner-job")
+router.register("operations", OperationViewSet, basename="operation")
 
 urlpatterns = [
     path("runner-jobs/<str:pk>/events/", JobEventListView.as_view(), name="runner-job-events"),

@@ -26,6 +26,10 @@ DOCUMENTED = {
     ("/api/v1/coordinator/jobs/{id}/complete/", "post"): SHARED
     | BODY
     | {"200", "404", "409", "411"},
+    ("/api/v1/runner-jobs/bulk/", "post"): SHARED | WRITE | BODY | {"202", "404"},
+    ("/api/v1/operations/", "get"): SHARED | {"200"},
+    ("/api/v1/operations/{id}/", "get"): SHARED | {"200", "404"},
+    ("/api/v1/operations/{id}/cancel/", "post"): SHARED | WRITE | {"200", "404", "409"},
 }
 
 
@@ -50,9 +54,14 @@ def test_schema_is_valid_openapi_and_documents_every_response_code():
         "created_after",
         "created_before",
         "retry_of",
+        "tag",
         "cursor",
         "page_size",
     }
+    tag = next(p for p in listed["parameters"] if p["name"] == "tag")
+    assert tag["schema"]["type"] == "array"
+    assert tag["explode"] is True
+    assert "metadata.<key>" in listed["description"]
 
 
 def test_schema_and_docs_are_served_without_authentication():
