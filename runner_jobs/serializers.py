@@ -219,6 +219,15 @@ class JobRetrySerializer(serializers.Serializer[Any]):
     tags = labels_field(default=empty)
     metadata = metadata_field(default=empty)
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A field a retry cannot change (type, workspace, ...) is refused, not silently ignored.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["A retry cannot change this field."] for name in unknown}
+            )
+        return attrs
+
 
 class OperationSerializer(serializers.ModelSerializer[Operation]):
     """A bulk operation and how far it got (SPEC §9)."""

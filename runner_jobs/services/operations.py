@@ -167,18 +167,18 @@ def _job_apply(operation: Operation, job_id: uuid.UUID) -> str:
     """One job of the operation, through the same service as a single cancel or retry; the
     outcome to count."""
     extra = {"operation": str(operation.pk)}
+    # No savepoint of our own: each service writes inside its own ``atomic`` block, a savepoint
+    # here, so a refused or failed job leaves the batch's transaction usable.
     try:
-        # A savepoint: a refused or failed job leaves the batch's transaction usable.
-        with transaction.atomic():
-            if operation.action == OperationAction.CANCEL:
-                job_cancel(job_id=job_id, actor=operation.actor, event_extra=extra)
-            else:
-                job_retry(
-                    job_id=job_id,
-                    actor=operation.actor,
-                    created_by=operation.created_by,
-                    event_extra=extra,
-                )
+        if operation.action == OperationAction.CANCEL:
+            job_cancel(job_id=job_id, actor=operation.actor, event_extra=extra)
+        else:
+            job_retry(
+                job_id=job_id,
+                actor=operation.actor,
+                created_by=operation.created_by,
+                event_extra=extra,
+            )
     except (InvalidTransitionError, JobNotFoundError):
         return SKIPPED  # its state does not allow the action, or retention deleted it
     except JobServiceError as exc:
