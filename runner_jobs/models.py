@@ -240,8 +240,8 @@ class Operation(models.Model):
     """A bulk cancel or retry of the jobs a filter matched when it was created (SPEC §9).
 
     The matched job ids are stored as ``OperationJob`` rows at creation, so the set is fixed;
-    the ``run_operation`` task works through them in job id order, ``cursor`` being the last id
-    done. Fields only: every write goes through ``runner_jobs.services.operations``."""
+    ``run_operation`` tasks work through them, deleting each batch's rows with the batch.
+    Fields only: every write goes through ``runner_jobs.services.operations``."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Null for a staff action in the admin whose selection spans several workspaces.
@@ -268,8 +268,7 @@ class Operation(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # The last job id done; and when a batch last committed (a stalled run is sent again).
-    cursor = models.UUIDField(null=True, blank=True)
+    # When a batch last committed: a run that stalled (lost message, dead worker) is sent again.
     progressed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -292,8 +291,9 @@ class Operation(models.Model):
 
 
 class OperationJob(models.Model):
-    """One job of an operation's fixed set. ``job_id`` is not a foreign key: retention may
-    delete the job meanwhile, and the operation then counts it as skipped."""
+    """One job of an operation's fixed set, still to do: the batch that acts on it deletes the
+    row in its transaction. ``job_id`` is not a foreign key: retention may delete the job
+    meanwhile, and the operation then counts it as skipped."""
 
     id = models.BigAutoField(primary_key=True)
     operation = models.ForeignKey(
@@ -303,7 +303,7 @@ class OperationJob(models.Model):
 
     class Meta:
         constraints = [
-            # Also the index the runner walks: an operation's jobs in job id order.
+            # Also the index the runners walk: an operation's jobs in job id order.
             models.UniqueConstraint(fields=["operation", "job_id"], name="operation_job_unique"),
         ]
 

@@ -3,16 +3,17 @@
 
 * Creating one fixes its job set: the ids the filter matches are copied into ``OperationJob``
   rows by one ``INSERT ... SELECT`` in the transaction that creates the operation.
-* A Celery task (``runner_jobs.run_operation``) works through them in job id order, a batch of
-  ``OPERATION_BATCH_SIZE`` per transaction: the operation's row locked, each job through
-  ``job_cancel``/``job_retry`` (in a savepoint, with ``{"operation": <id>}`` in its event), then
-  the counts and the cursor. A batch commits whole or not at all, so the counts are exact even if
-  the worker dies; job ids in ascending order make two operations lock shared jobs in the same
-  order (no deadlock).
-* Cancelling the operation waits for the batch in progress and stops the next one.
-* A run stops after ``OPERATION_TASK_SECONDS`` and sends itself again, so one operation does not
-  hold a worker for long; a run whose message was lost is sent again by
-  ``operations_resume`` (beat) once it has not progressed for ``OPERATION_STALL_SECONDS``.
+* ``OPERATION_RUNNERS`` Celery tasks (``runner_jobs.run_operation``) work through them side by
+  side, a batch of ``OPERATION_BATCH_SIZE`` per transaction: the batch's rows taken with
+  ``FOR UPDATE SKIP LOCKED`` (so runners never share a job), each job through
+  ``job_cancel``/``job_retry`` with ``{"operation": <id>}`` in its event, then the rows deleted
+  and the counts added. A batch commits whole or not at all, so the counts are exact even if a
+  worker dies; job ids in ascending order make runners lock jobs in one order (no deadlock).
+* Cancelling the operation stops every runner before its next batch.
+* A run stops after ``OPERATION_TASK_SECONDS`` and sends itself again, so an operation does not
+  hold a worker process for long; runs whose messages were lost are sent again by
+  ``operations_resume`` (beat) once the operation has not progressed for
+  ``OPERATION_STALL_SECONDS``.
 """
 
 import logging
@@ -25,7 +26,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 RUN_OPERATION_TASK_NAME = "runner_jobs.run_operation"
 OPERATION_BATCH_SIZE = 100
+# Runs working on one operation at once: each takes a worker process; two use both cores here.
+OPERATION_RUNNERS = 2
 OPERATION_TASK_SECONDS = 30.0
 OPERATION_STALL_SECONDS = 120
 SUCCEEDED, SKIPPED, FAILED = "succeeded", "skipped", "failed"
@@ -121,7 +124,8 @@ def operation_start(
             created_by=created_by,
             progressed_at=timezone.now(),
         )
-        query, params = jobs.order_by().values("id").query.sql_with_params()
+        # In id order: the (operation, job_id) index then grows at its right edge.
+        query, params = jobs.order_by("id").values("id").query.sql_with_params()
         sql = INSERT_JOBS_SQL.format(
             table=connection.ops.quote_name(OperationJob._meta.db_table), query=query
         )
@@ -133,17 +137,20 @@ def operation_start(
             fields.update(status=OperationStatus.COMPLETED, finished_at=timezone.now())
         else:
             operation_id = operation.pk
-            transaction.on_commit(lambda: operation_publish(operation_id=operation_id))
+            transaction.on_commit(
+                lambda: operation_publish(operation_id=operation_id, runs=OPERATION_RUNNERS)
+            )
         Operation.objects.filter(pk=operation.pk).update(**fields)
     operation.refresh_from_db()
     return operation
 
 
-def operation_publish(*, operation_id: uuid.UUID | str) -> bool:
-    """Send the message that runs the operation; False (logged) when the broker refuses it, in
-    which case ``operations_resume`` sends it later."""
+def operation_publish(*, operation_id: uuid.UUID | str, runs: int = 1) -> bool:
+    """Send ``runs`` messages that run the operation; False (logged) when the broker refuses,
+    in which case ``operations_resume`` sends them later."""
     try:
-        celery_app.send_task(RUN_OPERATION_TASK_NAME, args=[str(operation_id)])
+        for _ in range(runs):
+            celery_app.send_task(RUN_OPERATION_TASK_NAME, args=[str(operation_id)])
     except OperationalError:
         logger.warning("operation_publish_failed", extra={"operation": str(operation_id)})
         return False
@@ -194,47 +201,49 @@ def _job_apply(operation: Operation, job_id: uuid.UUID) -> str:
 
 
 def _batch_run(operation_id: uuid.UUID | str) -> bool:
-    """One batch in one transaction; whether more remain."""
+    """One batch in one transaction; False when the operation is no longer running or no job
+    is left for this run (others may still hold theirs)."""
     with transaction.atomic():
-        operation = (
-            Operation.objects.select_for_update(of=("self",))
-            .select_related("created_by")
-            .get(pk=operation_id)
-        )
+        operation = Operation.objects.select_related("created_by").get(pk=operation_id)
         if operation.status != OperationStatus.RUNNING:
             return False
-        jobs = OperationJob.objects.filter(operation=operation)
-        if operation.cursor is not None:
-            jobs = jobs.filter(job_id__gt=operation.cursor)
-        job_ids = list(
-            jobs.order_by("job_id").values_list("job_id", flat=True)[:OPERATION_BATCH_SIZE]
+        batch = list(
+            OperationJob.objects.filter(operation=operation)
+            .order_by("job_id")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", "job_id")[:OPERATION_BATCH_SIZE]
         )
-        outcomes = Counter(_job_apply(operation, job_id) for job_id in job_ids)
-        now = timezone.now()
-        fields: dict[str, Any] = {
-            name: F(name) + outcomes[name] for name in (SUCCEEDED, SKIPPED, FAILED)
-        }
-        fields["progressed_at"] = now
-        if job_ids:
-            fields["cursor"] = job_ids[-1]
-        more = len(job_ids) == OPERATION_BATCH_SIZE
-        if not more:
-            fields.update(status=OperationStatus.COMPLETED, finished_at=now)
-        Operation.objects.filter(pk=operation.pk).update(**fields)
-    return more
+        if not batch:
+            return False
+        outcomes = Counter(_job_apply(operation, job_id) for _, job_id in batch)
+        OperationJob.objects.filter(pk__in=[pk for pk, _ in batch]).delete()
+        counts = {name: F(name) + outcomes[name] for name in (SUCCEEDED, SKIPPED, FAILED)}
+        Operation.objects.filter(pk=operation.pk).update(**counts, progressed_at=timezone.now())
+    return True
+
+
+def _complete_if_done(operation_id: uuid.UUID | str) -> None:
+    """``running`` -> ``completed`` once no job is left. Every run checks after its last batch
+    committed, so the run that commits last sees none left and completes it."""
+    Operation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING).exclude(
+        Exists(OperationJob.objects.filter(operation=OuterRef("pk")))
+    ).update(status=OperationStatus.COMPLETED, finished_at=timezone.now())
 
 
 def operation_run(
     *, operation_id: uuid.UUID | str, seconds: float = OPERATION_TASK_SECONDS
 ) -> Operation | None:
-    """Work through the operation's jobs, batch after batch, until it is done or cancelled, or
-    for about ``seconds`` (then it sends itself again). None if it no longer exists."""
+    """Work through the operation's jobs, batch after batch, until none is left or it is
+    cancelled, or for about ``seconds`` (then it sends itself again). None if it no longer
+    exists."""
     deadline = time.monotonic() + seconds
     try:
         while _batch_run(operation_id):
             if time.monotonic() >= deadline:
                 operation_publish(operation_id=operation_id)
                 break
+        else:
+            _complete_if_done(operation_id)
     except Operation.DoesNotExist:
         return None
     return Operation.objects.get(pk=operation_id)
@@ -248,4 +257,4 @@ def operations_resume() -> int:
     stalled = Operation.objects.filter(
         status=OperationStatus.RUNNING, progressed_at__lt=stalled_before
     ).values_list("pk", flat=True)
-    return sum(operation_publish(operation_id=pk) for pk in stalled)
+    return sum(operation_publish(operation_id=pk, runs=OPERATION_RUNNERS) for pk in stalled)

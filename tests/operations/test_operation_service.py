@@ -105,7 +105,7 @@ def test_stalled_operations_are_sent_again(workspace):
     )
     celery_app.control.purge()
     assert services.operations_resume() == 1
-    assert operation_messages() == [repr([str(stalled.pk)])]
+    assert operation_messages() == [repr([str(stalled.pk)])] * operations.OPERATION_RUNNERS
     celery_app.control.purge()
     # With the broker down nothing is sent; the next resume tries again.
     with broker_url(DOWN_BROKER):
@@ -169,7 +169,7 @@ def test_a_worker_cancels_a_thousand_jobs_and_the_counts_move(start_worker, work
             spec=services.JobSpec(type="agent-task", payload={"n": n}, tags=["bulk"]),
             actor="system",
         )
-    start_worker(concurrency=1, beat=False)
+    start_worker(concurrency=2, beat=False)
     began = time.monotonic()
     operation = services.operation_create(
         workspace=workspace,
