@@ -933,14 +933,15 @@ def bulk_operation(bench: Bench) -> Result:
         """,
         {"ws": BULK_WORKSPACE, "op": operation["id"]},
     )[0]
-    seconds = None
-    if operation["finished_at"]:
-        finished = datetime.fromisoformat(operation["finished_at"])
-        seconds = (finished - datetime.fromisoformat(operation["created_at"])).total_seconds()
+    done = operation["succeeded"] + operation["skipped"] + operation["failed"]
+    ended = operation["finished_at"]
+    until = datetime.fromisoformat(ended) if ended else datetime.now(UTC)
+    elapsed = (until - datetime.fromisoformat(operation["created_at"])).total_seconds()
+    seconds = elapsed if ended else None
     p50_before, p50_during = percentile(before, 50), percentile(during, 50)
     rows = [
         Row(
-            "7 bulk operation",
+            "10 bulk operation",
             f"{BULK_JOBS} jobs cancelled, 202 to finished",
             _round(seconds),
             "s",
@@ -948,14 +949,15 @@ def bulk_operation(bench: Bench) -> Result:
             met=seconds is not None and seconds < 60 and operation["succeeded"] == BULK_JOBS,
         ),
         Row(
-            "7 bulk operation",
+            "10 bulk operation",
             "create p50 while it runs",
             _round(p50_during),
             "ms",
             _round(p50_before),
             "ratio <= 2",
         ),
-        Row("7 bulk operation", "create p95 while it runs", _round(percentile(during, 95)), "ms"),
+        Row("10 bulk operation", "jobs/s through the services", _round(done / elapsed), "jobs/s"),
+        Row("10 bulk operation", "create p95 while it runs", _round(percentile(during, 95)), "ms"),
     ]
     rows[1].met = rows[1].ratio is not None and rows[1].ratio <= 2
     figures = {

@@ -125,3 +125,12 @@ def test_a_job_is_retried_once_with_or_without_changes(client, failed):
     assert again.status_code == 409
     assert again.json()["code"] == "invalid_transition"
     assert RunnerJob.objects.filter(retry_of=failed).count() == 1
+
+
+def test_the_service_refuses_a_change_to_a_field_a_retry_keeps(failed):
+    from runner_jobs import services
+
+    with pytest.raises(services.JobInputError) as refused:
+        services.job_retry(job_id=failed.pk, actor="system", changes={"type": "fail"})
+    assert refused.value.errors == {"type": ["A retry cannot change this field."]}
+    assert not RunnerJob.objects.filter(retry_of=failed).exists()

@@ -188,3 +188,32 @@ def test_the_filters_can_use_the_gin_indexes(workspace):
         cursor.execute("RESET enable_seqscan")
     assert "job_tags_gin_idx" in plans[0]
     assert "job_metadata_gin_idx" in plans[1]
+
+
+def test_an_idempotent_repeat_compares_tags_and_metadata(client):
+    def keyed(**fields):
+        body = {"workspace": "acme", "type": "echo", "payload": {}, **fields}
+        return client.post(URL, body, format="json", headers={"Idempotency-Key": "k-1"})
+
+    first = keyed(tags=["a"], metadata={"k": "v"})
+    assert first.status_code == 201
+    assert keyed(tags=["a"], metadata={"k": "v"}).status_code == 200
+    assert keyed(tags=["b"], metadata={"k": "v"}).status_code == 422
+    assert RunnerJob.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        ("tags_errors", "not-a-list"),
+        ("tags_errors", [1]),
+        ("metadata_errors", ["not", "an", "object"]),
+        ("metadata_errors", {1: "non-string key"}),
+        ("metadata_errors", {"k": "nul\x00"}),
+        ("metadata_errors", {"k\x00": "v"}),
+    ],
+)
+def test_the_rules_refuse_what_json_can_say_but_a_label_cannot_be(check, value):
+    from runner_jobs import labels
+
+    assert getattr(labels, check)(value)
