@@ -713,7 +713,7 @@ def _pings(swarm: StreamSwarm) -> int:
 # --- reads at 10 000 and 1 000 000 rows ----------------------------------------------------
 
 # The tag and metadata filters: seed_jobs puts team-<n> on 5 % of the jobs and customer <n> on
-# 0.1 % (docs/decisions/0100-tags-and-metadata.md).
+# 0.1 % (docs/decisions/0130-tags-and-metadata.md).
 TAG_READ = "list tag=team-7 (5 %)"
 METADATA_READ = "list metadata.customer=42 (0.1 %)"
 READS = ("events of one job", "list page 1", f"list page {DEEP_PAGE}", TAG_READ, METADATA_READ)

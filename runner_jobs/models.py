@@ -121,7 +121,7 @@ class RunnerJob(models.Model):
             ),
             # tag= and metadata.<key>= filters: containment (@>) on GIN indexes, so their cost
             # follows the number of matching jobs, not the size of the table
-            # (docs/decisions/0100-tags-and-metadata.md).
+            # (docs/decisions/0130-tags-and-metadata.md).
             GinIndex(fields=["tags"], name="job_tags_gin_idx"),
             GinIndex(
                 fields=["metadata"], name="job_metadata_gin_idx", opclasses=["jsonb_path_ops"]

@@ -1,5 +1,5 @@
 # Built CONCURRENTLY (so non-atomic): a plain CREATE INDEX would block every write to a jobs
-# table of millions of rows while it runs. See docs/decisions/0100-tags-and-metadata.md.
+# table of millions of rows while it runs. See docs/decisions/0130-tags-and-metadata.md.
 
 import django.contrib.postgres.indexes
 from django.contrib.postgres.operations import AddIndexConcurrently

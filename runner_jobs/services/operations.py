@@ -1,5 +1,5 @@
 """Bulk operations: cancel or retry every job a filter matched, as one tracked ``Operation``
-(SPEC §9; docs/decisions/0101-bulk-operations.md).
+(SPEC §9; docs/decisions/0131-bulk-operations.md).
 
 * Creating one fixes its job set: the ids the filter matches are copied into ``OperationJob``
   rows by one ``INSERT ... SELECT`` in the transaction that creates the operation.
