@@ -56,6 +56,17 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+def invalid(messages: list[str]) -> forms.ValidationError:
+    """A form error whose messages quote client input: passed as a parameter, so a ``%`` in
+    that input is never read as a format directive (Django and DRF both format messages)."""
+    return forms.ValidationError(
+        [
+            forms.ValidationError("%(message)s", code="invalid", params={"message": message})
+            for message in messages
+        ]
+    )
+
+
 class RepeatedParameterWidget(forms.TextInput):
     """Every value of a repeated query parameter: ``?tag=a&tag=b``."""
 
@@ -73,7 +84,7 @@ class TagListField(forms.Field):
     def validate(self, value: list[str]) -> None:
         errors = [error for tag in value if (error := tag_error(tag))]
         if errors:
-            raise forms.ValidationError(errors, code="invalid")
+            raise invalid(errors)
 
 
 class TagsFilter(django_filters.Filter):
@@ -101,15 +112,13 @@ class MetadataField(forms.Field):
         pairs = value or {}
         repeated = sorted(key for key, values in pairs.items() if len(set(values)) > 1)
         if repeated:
-            raise forms.ValidationError(
-                f"One value per metadata key (repeated: {', '.join(repeated)}).", code="invalid"
-            )
+            raise invalid([f"One value per metadata key (repeated: {', '.join(repeated)})."])
         return {key: values[-1] for key, values in pairs.items()}
 
     def validate(self, value: dict[str, str]) -> None:
         errors = metadata_errors(value)
         if errors:
-            raise forms.ValidationError(errors, code="invalid")
+            raise invalid(errors)
 
 
 class MetadataFilter(django_filters.Filter):

@@ -96,7 +96,7 @@ class OperationViewSet(
     @extend_schema(
         summary="Cancel a bulk operation",
         description=(
-            "running → cancelled: the batch in progress finishes, no further batch starts; the "
+            "running → cancelled: the batches in progress finish, no further batch starts; the "
             "jobs it already changed stay changed. 409 once it has ended."
         ),
         request=None,

@@ -158,8 +158,8 @@ def operation_publish(*, operation_id: uuid.UUID | str, runs: int = 1) -> bool:
 
 
 def operation_cancel(*, operation_id: uuid.UUID | str) -> Operation:
-    """``running`` -> ``cancelled``: the batch in progress finishes (this waits for it), no
-    further batch starts. ``InvalidTransitionError`` when the operation has already ended."""
+    """``running`` -> ``cancelled``: the batches in progress (one per runner) finish and add
+    their counts, no further batch starts. ``InvalidTransitionError`` once it has ended."""
     updated = Operation.objects.filter(pk=operation_id, status=OperationStatus.RUNNING).update(
         status=OperationStatus.CANCELLED, finished_at=timezone.now()
     )

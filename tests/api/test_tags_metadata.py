@@ -158,6 +158,8 @@ class TestListFilters:
             ({"tags": "red"}, "tags"),
             ({"metadata": "customer"}, "metadata"),
             ({"tag": "Red"}, "tag"),
+            ({"tag": "%s%(x)s"}, "tag"),
+            ({"metadata.k%s": ["1", "2"]}, "metadata"),
             ({"tag": "a,b"}, "tag"),
             ({"metadata.customer": "x" * 257}, "metadata"),
             ({"metadata.customer": ["1", "2"]}, "metadata"),

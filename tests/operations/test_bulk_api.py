@@ -149,6 +149,7 @@ def test_the_filter_can_name_its_own_workspace(client, workspace):
         ({"filter": {"workspace": "globex"}}, {"filter": {"workspace": None}}),
         ({"filter": {"tag": ["Capital"]}}, {"filter": {"tag": None}}),
         ({"filter": {"tag": ["two words"]}}, {"filter": {"tag": None}}),
+        ({"filter": {"tag": ["100%s"]}}, {"filter": {"tag": None}}),
         ({"filter": {"colour": "red"}}, {"filter": {"colour": None}}),
         ({"filter": {"cursor": "abc"}}, {"filter": {"cursor": None}}),
         ({"filter": {"status": "lost"}}, {"filter": {"status": None}}),
