@@ -150,6 +150,7 @@ class RunnerJobFilter(django_filters.FilterSet):
         field_name="retry_of_id", help_text="Jobs that retry this job id."
     )
     tag = TagsFilter(
+        field_name="tags",
         help_text=f"Repeatable (`tag=a&tag=b`): jobs that have every one; `{TAG_PATTERN.pattern}`."
     )
     metadata = MetadataFilter(
