@@ -151,7 +151,7 @@ class RunnerJobFilter(django_filters.FilterSet):
     )
     tag = TagsFilter(
         field_name="tags",
-        help_text=f"Repeatable (`tag=a&tag=b`): jobs that have every one; `{TAG_PATTERN.pattern}`."
+        help_text=f"Repeatable (`tag=a&tag=b`): jobs that have every one; `{TAG_PATTERN.pattern}`.",
     )
     metadata = MetadataFilter(
         help_text="`metadata.<key>=<value>`, repeatable: jobs whose metadata has every pair."
