@@ -17,7 +17,11 @@ DOCUMENTED = {
     ("/api/v1/runner-jobs/", "get"): SHARED | {"200"},
     ("/api/v1/runner-jobs/{id}/", "get"): SHARED | {"200", "404"},
     ("/api/v1/runner-jobs/{id}/cancel/", "post"): SHARED | WRITE | {"200", "404", "409", "412"},
-    ("/api/v1/runner-jobs/{id}/retry/", "post"): SHARED | WRITE | {"201", "404", "409", "412"},
+    # A retry may carry a body (retry with changes), so its media type can be refused (415).
+    ("/api/v1/runner-jobs/{id}/retry/", "post"): SHARED
+    | WRITE
+    | BODY
+    | {"201", "404", "409", "412"},
     ("/api/v1/runner-jobs/{id}/events/", "get"): SHARED | {"200", "404"},
     ("/api/v1/webhooks/", "post"): SHARED | WRITE | BODY | {"201"},
     ("/api/v1/webhooks/{id}/", "delete"): SHARED | WRITE | {"204", "404"},
