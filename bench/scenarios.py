@@ -10,7 +10,7 @@ import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -55,6 +55,10 @@ DEEP_PAGE = 1000
 SMALL_ROWS = 10_000
 LARGE_ROWS = 1_000_000
 ADMIN_USER = "benchadmin"
+BULK_JOBS = 10_000
+BULK_WORKSPACE = "bulk-0"
+BULK_TIMEOUT_SECONDS = 300
+CREATE_BASELINE_SECONDS = 5
 
 
 @dataclass
@@ -708,7 +712,11 @@ def _pings(swarm: StreamSwarm) -> int:
 
 # --- reads at 10 000 and 1 000 000 rows ----------------------------------------------------
 
-READS = ("events of one job", "list page 1", f"list page {DEEP_PAGE}")
+# The tag and metadata filters: seed_jobs puts team-<n> on 5 % of the jobs and customer <n> on
+# 0.1 % (docs/decisions/0130-tags-and-metadata.md).
+TAG_READ = "list tag=team-7 (5 %)"
+METADATA_READ = "list metadata.customer=42 (0.1 %)"
+READS = ("events of one job", "list page 1", f"list page {DEEP_PAGE}", TAG_READ, METADATA_READ)
 
 
 def _seed_to(bench: Bench, rows: int) -> None:
@@ -761,6 +769,8 @@ def _reads(bench: Bench, job_id: str) -> tuple[dict[str, dict[str, Any]], dict[s
         READS[0]: f"{base}{job_id}/events/",
         READS[1]: f"{base}?page_size={READ_PAGE_SIZE}",
         READS[2]: f"{base}?page_size={READ_PAGE_SIZE}&cursor={_deep_page_cursor(bench)}",
+        TAG_READ: f"{base}?page_size={READ_PAGE_SIZE}&tag=team-7",
+        METADATA_READ: f"{base}?page_size={READ_PAGE_SIZE}&metadata.customer=42",
     }
     figures: dict[str, dict[str, Any]] = {}
     for name, url in urls.items():
@@ -859,6 +869,108 @@ def plural(count: float, noun: str) -> str:
     return f"{count:g} {noun}{ending}"
 
 
+def _create_latency(bench: Bench, session: requests.Session) -> float:
+    ms, response = timed(
+        partial(
+            session.post,
+            bench.stack.url("/api/v1/runner-jobs/"),
+            json=JOB_BODY,
+            headers=bench.auth,
+            timeout=30,
+        )
+    )
+    response.raise_for_status()
+    return ms
+
+
+def bulk_operation(bench: Bench) -> Result:
+    """A bulk cancel of 10 000 queued jobs by filter, run by the Procfile worker: its time from
+    202 to finished, and the create-job latency while it runs next to just before."""
+    stack = bench.stack
+    stack.manage(
+        "seed_jobs",
+        *("--jobs", str(BULK_JOBS), "--events-per-job", "1", "--workspaces", "1", "--append"),
+        *("--workspace-prefix", "bulk", "--status", "queued", "--type", "agent-task"),
+    )
+    token = stack.manage(
+        "create_api_token", "bulker", "--workspace", BULK_WORKSPACE, "--role", "member"
+    ).strip()
+    stack.start_procfile("worker")
+    client = redis.Redis(port=stack.redis.port)
+    _celery_client(bench).send_task("bench.noop")
+    assert wait_until(lambda: _broker_drained(client), 60, 0.05), "the worker did not start"
+
+    session = requests.Session()
+    began = time.monotonic()
+    before = []
+    while time.monotonic() - began < CREATE_BASELINE_SECONDS:
+        before.append(_create_latency(bench, session))
+    response = session.post(
+        stack.url("/api/v1/runner-jobs/bulk/"),
+        json={"workspace": BULK_WORKSPACE, "action": "cancel", "filter": {"status": "queued"}},
+        headers={"Authorization": f"Token {token}"},
+        timeout=60,
+    )
+    response.raise_for_status()
+    location = response.headers["Location"]
+    during: list[float] = []
+    progress: list[int] = []
+    operation = response.json()
+    deadline = time.monotonic() + BULK_TIMEOUT_SECONDS
+    while operation["status"] == "running" and time.monotonic() < deadline:
+        during.append(_create_latency(bench, session))
+        operation = session.get(
+            location, headers={"Authorization": f"Token {token}"}, timeout=30
+        ).json()
+        progress.append(operation["succeeded"] + operation["skipped"] + operation["failed"])
+    stack.kill("worker")
+    (cancelled, events) = stack.pg.query(
+        """
+        SELECT (SELECT count(*) FROM runner_jobs_runnerjob j JOIN workspaces_workspace w
+                ON w.id = j.workspace_id WHERE w.slug = %(ws)s AND j.status = 'cancelled'),
+               (SELECT count(*) FROM job_events_jobevent
+                WHERE type = 'job.cancelled' AND payload->>'operation' = %(op)s)
+        """,
+        {"ws": BULK_WORKSPACE, "op": operation["id"]},
+    )[0]
+    done = operation["succeeded"] + operation["skipped"] + operation["failed"]
+    ended = operation["finished_at"]
+    until = datetime.fromisoformat(ended) if ended else datetime.now(UTC)
+    elapsed = (until - datetime.fromisoformat(operation["created_at"])).total_seconds()
+    seconds = elapsed if ended else None
+    p50_before, p50_during = percentile(before, 50), percentile(during, 50)
+    rows = [
+        Row(
+            "10 bulk operation",
+            f"{BULK_JOBS} jobs cancelled, 202 to finished",
+            _round(seconds),
+            "s",
+            target="< 60 s",
+            met=seconds is not None and seconds < 60 and operation["succeeded"] == BULK_JOBS,
+        ),
+        Row(
+            "10 bulk operation",
+            "create p50 while it runs",
+            _round(p50_during),
+            "ms",
+            _round(p50_before),
+            "ratio <= 2",
+        ),
+        Row("10 bulk operation", "jobs/s through the services", _round(done / elapsed), "jobs/s"),
+        Row("10 bulk operation", "create p95 while it runs", _round(percentile(during, 95)), "ms"),
+    ]
+    rows[1].met = rows[1].ratio is not None and rows[1].ratio <= 2
+    figures = {
+        "operation": operation,
+        "jobs cancelled in the workspace": cancelled,
+        "job.cancelled events naming the operation": events,
+        "creates before": latency_figures(before, 50, 95),
+        "creates during": latency_figures(during, 50, 95),
+        "jobs done as polled": progress,
+    }
+    return rows, figures
+
+
 def _round(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
 
@@ -876,6 +988,7 @@ SCENARIOS = {
     "concurrent reporters": concurrent_reporters,
     "cpu and statements per operation": cpu_per_operation,
     "200 open event streams": event_streams,
+    "bulk operation on 10 000 jobs": bulk_operation,
     "reads at 10 k rows": reads_small,
     "reads at 1 M rows": reads_large,
     "admin changelist at 1 M jobs": admin_changelist,

@@ -5,10 +5,11 @@ docs/decisions/0040-admin-at-scale.md)."""
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any, cast
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -16,6 +17,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -27,12 +29,22 @@ from runner_jobs import services
 from runner_jobs.admin_dashboard import dashboard_view, format_duration
 from runner_jobs.admin_paging import EstimatedCountPaginator
 from runner_jobs.events import EventType
-from runner_jobs.models import ACTIVE_STATUSES, JobEvent, JobStep, RunnerJob
+from runner_jobs.labels import METADATA_VALUE_MAX_LENGTH, tag_error
+from runner_jobs.models import (
+    ACTIVE_STATUSES,
+    JobEvent,
+    JobStep,
+    Operation,
+    OperationAction,
+    OperationStatus,
+    RunnerJob,
+)
 from runner_jobs.registry import job_types
 from runner_jobs.services.transitions import RETRYABLE_STATUSES
+from workspaces.models import Workspace
 
-# One request runs one service call per selected job; past this many, narrow the filter.
-ACTION_MAX_JOBS = 500
+# Selected rows of one page are acted on in the request; "select all" (across pages) starts a
+# bulk operation instead (runner_jobs.services.operations).
 LATEST_EVENTS_SHOWN = 50
 STEPS_SHOWN = 100
 RETRIES_SHOWN = 20
@@ -50,6 +62,8 @@ JOB_PAGE_FIELDS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
             "priority",
             "attempts_display",
             "agent_task_id",
+            "tags_display",
+            "metadata",
             "created_by",
             "version",
         ),
@@ -172,6 +186,39 @@ def _retry(job_id: uuid.UUID, actor: str, request: HttpRequest) -> RunnerJob:
     return services.job_retry(job_id=job_id, actor=actor, created_by=cast(User, request.user))
 
 
+def operation_admin_url(operation_id: uuid.UUID | str) -> str:
+    return reverse("admin:runner_jobs_operation_change", args=[operation_id])
+
+
+def operation_start_from_admin(
+    request: HttpRequest, queryset: QuerySet[RunnerJob], *, action: str
+) -> Operation:
+    """A bulk operation on every job of the changelist's selection (its filters and search):
+    one workspace when the selection has one, else none (staff only see it, in the admin)."""
+    workspaces = list(queryset.order_by().values_list("workspace", flat=True).distinct()[:2])
+    workspace = Workspace.objects.get(pk=workspaces[0]) if len(workspaces) == 1 else None
+    query = request.GET.urlencode()
+    operation = services.operation_start(
+        jobs=queryset,
+        action=action,
+        workspace=workspace,
+        filters={"admin": query} if query else {},
+        actor=staff_actor(request),
+        created_by=cast(User, request.user),
+    )
+    messages.success(
+        request,
+        format_html(
+            'Started operation <a href="{}">{}</a>: {} {} jobs; follow its progress there.',
+            operation_admin_url(operation.pk),
+            str(operation.pk)[:8],
+            operation.action,
+            operation.matched,
+        ),
+    )
+    return operation
+
+
 def _has_retry() -> Exists:
     return Exists(RunnerJob.objects.filter(retry_of=OuterRef("pk")))
 
@@ -190,6 +237,66 @@ class JobTypeFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(type=self.value())
         return queryset
+
+
+class TextInputFilter(admin.SimpleListFilter):
+    """A filter typed in, not picked from a list: distinct tags or metadata pairs over millions
+    of jobs would cost a scan to list. Renders a small GET form keeping the other parameters."""
+
+    template = "admin/runner_jobs/text_input_filter.html"
+    placeholder = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return []
+
+    def has_output(self) -> bool:
+        return True
+
+    def choices(self, changelist: Any) -> Iterator[Any]:
+        yield {
+            "parameter": self.parameter_name,
+            "value": self.value() or "",
+            "placeholder": self.placeholder,
+            "others": [(k, v) for k, v in changelist.params.items() if k != self.parameter_name],
+            "clear": changelist.get_query_string(remove=[self.parameter_name]),
+        }
+
+    def refused(self, request: HttpRequest, queryset: QuerySet[Any], error: str) -> QuerySet[Any]:
+        messages.error(request, error)
+        return queryset.none()
+
+
+class TagFilter(TextInputFilter):
+    """Jobs that have this tag (the GIN index on ``tags``)."""
+
+    title = "tag"
+    parameter_name = "tag"
+    placeholder = "env:prod"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        if error := tag_error(value):
+            return self.refused(request, queryset, error)
+        return queryset.filter(tags__contains=[value])
+
+
+class MetadataFilter(TextInputFilter):
+    """Jobs whose metadata has this ``key=value`` pair (the GIN index on ``metadata``)."""
+
+    title = "metadata"
+    parameter_name = "metadata"
+    placeholder = "customer=42"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        key, equals, wanted = value.partition("=")
+        if not (key and equals):
+            return self.refused(request, queryset, "Metadata filter: write key=value.")
+        return queryset.filter(metadata__contains={key: wanted})
 
 
 class RetriedFilter(admin.SimpleListFilter):
@@ -289,13 +396,25 @@ class RunnerJobAdmin(admin.ModelAdmin):
         "progress_bar",
         "workspace",
         "attempts_display",
+        "tags_display",
         "created_at",
         "duration",
     ]
-    list_filter = ["status", JobTypeFilter, RetriedFilter, "workspace", "created_at"]
+    list_filter = [
+        "status",
+        JobTypeFilter,
+        TagFilter,
+        MetadataFilter,
+        RetriedFilter,
+        "workspace",
+        "created_at",
+    ]
     list_select_related = ["workspace"]
     search_fields = ["id", "agent_task_id"]
-    search_help_text = "A job id (full, or its first characters) or an agent_task_id."
+    search_help_text = (
+        "A job id (full, or its first characters), an agent_task_id, tag:<tag> or "
+        "<metadata key>=<value>."
+    )
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
@@ -344,6 +463,12 @@ class RunnerJobAdmin(admin.ModelAdmin):
     def attempts_display(self, job: RunnerJob) -> str:
         return f"{job.attempts}/{job.max_attempts}"
 
+    @admin.display(description="tags")
+    def tags_display(self, job: RunnerJob) -> SafeString | str:
+        if not job.tags:
+            return "-"
+        return format_html_join(" ", '<span class="rj-tag">{}</span>', ((t,) for t in job.tags))
+
     @admin.display(description="duration")
     def duration(self, job: RunnerJob) -> str:
         return format_duration(job_duration(job))
@@ -383,6 +508,12 @@ class RunnerJobAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        # tag:<tag> and key=value: the same containment lookups as the filters, on their indexes.
+        if term.startswith("tag:"):
+            return queryset.filter(tags__contains=[term[len("tag:") :]]), False
+        key, equals, value = term.partition("=")
+        if key and equals:
+            return queryset.filter(metadata__contains={key: value}), False
         condition = Q(agent_task_id=term)
         id_range = uuid_prefix_range(term)
         if id_range is not None:
@@ -392,25 +523,32 @@ class RunnerJobAdmin(admin.ModelAdmin):
     # --- actions --------------------------------------------------------------------------------
 
     def _apply_to_selection(
-        self, request: HttpRequest, queryset: QuerySet[RunnerJob], *, verb: str, call: JobCall
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[RunnerJob],
+        *,
+        verb: str,
+        call: JobCall,
+        action: str,
     ) -> None:
-        job_ids = list(queryset.order_by().values_list("id", flat=True)[: ACTION_MAX_JOBS + 1])
-        if len(job_ids) > ACTION_MAX_JOBS:
-            messages.error(
-                request,
-                f"Select at most {ACTION_MAX_JOBS} jobs at a time (narrow the filter); "
-                "nothing was changed.",
-            )
+        """The rows ticked on this page are acted on now; "select all" across pages (any number
+        of jobs) starts a bulk operation, the same as the API's, and links to its page."""
+        if request.POST.get("select_across") == "1":
+            operation_start_from_admin(request, queryset, action=action)
             return
-        jobs_apply(request, job_ids, verb=verb, call=call)
+        jobs_apply(request, queryset.order_by().values_list("id", flat=True), verb=verb, call=call)
 
     @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[RunnerJob]) -> None:
-        self._apply_to_selection(request, queryset, verb="Cancelled", call=_cancel)
+        self._apply_to_selection(
+            request, queryset, verb="Cancelled", call=_cancel, action=OperationAction.CANCEL
+        )
 
     @admin.action(description="Retry selected jobs", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[RunnerJob]) -> None:
-        self._apply_to_selection(request, queryset, verb="Retried", call=_retry)
+        self._apply_to_selection(
+            request, queryset, verb="Retried", call=_retry, action=OperationAction.RETRY
+        )
 
     # --- the Cancel and Retry buttons of a job's page, and the dashboard ----------------------
 
@@ -427,6 +565,11 @@ class RunnerJobAdmin(admin.ModelAdmin):
                 "<uuid:object_id>/retry/",
                 wrap(self.retry_button),
                 name="runner_jobs_runnerjob_retry",
+            ),
+            path(
+                "<uuid:object_id>/retry-with-changes/",
+                wrap(self.retry_with_changes),
+                name="runner_jobs_runnerjob_retry_with_changes",
             ),
         ]
         return custom + super().get_urls()
@@ -455,6 +598,41 @@ class RunnerJobAdmin(admin.ModelAdmin):
     def retry_button(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
         return self._button(request, object_id, verb="Retried", call=_retry)
 
+    def retry_with_changes(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
+        """A staff form: retry a failed or cancelled job with another payload, priority, tags or
+        metadata, through ``job_retry`` like the API's retry with a body."""
+        if not self.can_act(request):
+            raise PermissionDenied
+        job = get_object_or_404(RunnerJob, pk=object_id)
+        form = RetryChangesForm(request.POST or None, job=job)
+        if request.method == "POST" and form.is_valid():
+            try:
+                new = services.job_retry(
+                    job_id=job.pk,
+                    actor=staff_actor(request),
+                    created_by=cast(User, request.user),
+                    changes=form.cleaned_data,
+                )
+            except services.JobInputError as exc:
+                for name, errors in exc.errors.items():
+                    form.add_error(name if name in form.fields else None, errors)
+            except services.JobServiceError as exc:
+                form.add_error(None, exc.detail)
+            else:
+                messages.success(request, f"Retried as {str(new.pk)[:8]}.")
+                return HttpResponseRedirect(job_admin_url(new.pk))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Retry {job} with changes",
+            "opts": self.model._meta,
+            "original": job,
+            "form": form,
+            "retryable": job.status in RETRYABLE_STATUSES and not job.retries.exists(),
+        }
+        return TemplateResponse(
+            request, "admin/runner_jobs/runnerjob/retry_with_changes.html", context
+        )
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -467,7 +645,50 @@ class RunnerJobAdmin(admin.ModelAdmin):
         if obj is not None and self.can_act(request):
             context["can_cancel"] = obj.status in ACTIVE_STATUSES
             context["can_retry"] = obj.status in RETRYABLE_STATUSES and not obj.retries.exists()
+            context["retry_with_changes_url"] = reverse(
+                "admin:runner_jobs_runnerjob_retry_with_changes", args=[obj.pk]
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+class RetryChangesForm(forms.Form):
+    """What a retry may change, filled in with the job's current values. Shapes only: the rules
+    (payload size, tag pattern, metadata limits) are the service's, shown on the fields."""
+
+    # Not required: ``{}`` counts as empty to a form field, and is a valid payload.
+    payload = forms.JSONField(required=False, help_text="A JSON object.")
+    priority = forms.IntegerField(min_value=0, max_value=9)
+    tags = forms.CharField(
+        required=False, strip=False, help_text="Comma-separated, e.g. env:prod,nightly."
+    )
+    metadata = forms.JSONField(
+        required=False,
+        help_text=f"A JSON object of strings (values at most {METADATA_VALUE_MAX_LENGTH} chars).",
+    )
+
+    def __init__(self, *args: Any, job: RunnerJob, **kwargs: Any) -> None:
+        initial = {
+            "payload": job.payload,
+            "priority": job.priority,
+            "tags": ",".join(job.tags),
+            "metadata": job.metadata,
+        }
+        kwargs["initial"] = initial
+        super().__init__(*args, **kwargs)
+
+    def clean_tags(self) -> list[str]:
+        text: str = self.cleaned_data["tags"]
+        return [tag for tag in text.split(",") if tag] if text else []
+
+    def clean_payload(self) -> Any:
+        return _empty_object_if_none(self.cleaned_data["payload"])
+
+    def clean_metadata(self) -> Any:
+        return _empty_object_if_none(self.cleaned_data["metadata"])
+
+
+def _empty_object_if_none(value: Any) -> Any:
+    return {} if value is None else value
 
 
 def uuid_prefix_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
@@ -529,6 +750,110 @@ class JobEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="job")
     def job_short(self, event: JobEvent) -> SafeString:
         return job_link(event.job_id)
+
+
+@admin.register(Operation)
+class OperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Bulk operations (the API's and the changelist's "select all" actions): their counts as
+    they move, and a button to cancel a running one."""
+
+    list_display = [
+        "short_id",
+        "action",
+        "status_badge",
+        "workspace",
+        "matched",
+        "succeeded",
+        "skipped",
+        "failed",
+        "actor",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "action"]
+    list_select_related = ["workspace"]
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    fields = OPERATION_PAGE_FIELDS = (
+        "id",
+        "action",
+        "status_badge",
+        "workspace",
+        "filter",
+        "progress_display",
+        "matched",
+        "succeeded",
+        "skipped",
+        "failed",
+        "actor",
+        "created_by",
+        "created_at",
+        "progressed_at",
+        "finished_at",
+    )
+    readonly_fields = OPERATION_PAGE_FIELDS
+
+    class Media:
+        css = {"all": ["runner_jobs/admin.css"]}
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, operation: Operation) -> str:
+        return str(operation.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, operation: Operation) -> SafeString:
+        return status_badge(operation.status)
+
+    @admin.display(description="progress")
+    def progress_display(self, operation: Operation) -> SafeString:
+        percent = 100 if not operation.matched else operation.done * 100 // operation.matched
+        return format_html(
+            "{} <span>{} of {} jobs</span>",
+            progress_bar(percent),
+            operation.done,
+            operation.matched,
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        custom = [
+            path(
+                "<uuid:object_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_button),
+                name="runner_jobs_operation_cancel",
+            ),
+        ]
+        return custom + super().get_urls()
+
+    def can_cancel(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("runner_jobs.change_runnerjob")
+
+    def cancel_button(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.can_cancel(request):
+            raise PermissionDenied
+        try:
+            services.operation_cancel(operation_id=object_id)
+        except services.JobServiceError as exc:
+            messages.warning(request, exc.detail)
+        else:
+            messages.success(request, "Cancelled the operation; no further batch starts.")
+        return HttpResponseRedirect(operation_admin_url(object_id))
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Operation | None = None,
+    ) -> HttpResponse:
+        running = obj is not None and obj.status == OperationStatus.RUNNING
+        context["running"] = running
+        context["can_cancel"] = running and self.can_cancel(request)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 # Schedules and workers (their own module, registered on import).

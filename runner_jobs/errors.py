@@ -1,6 +1,8 @@
 """Domain errors of the service layer. Each carries the API ``code`` and HTTP status it maps to,
 so every caller (API, coordinator, admin, worker) reports the same refusal the same way."""
 
+from typing import Any
+
 
 class JobServiceError(Exception):
     code = "error"
@@ -55,14 +57,21 @@ class IdempotencyConflictError(JobServiceError):
 
 
 class JobInputError(JobServiceError):
-    """Bad input found by a domain rule; ``errors`` is a DRF-style field-error object."""
+    """Bad input found by a domain rule; ``errors`` is a DRF-style field-error object (a list of
+    messages per field, or a nested object of them, e.g. for a bulk operation's ``filter``)."""
 
     code = "invalid"
     status_code = 400
 
-    def __init__(self, errors: dict[str, list[str]]) -> None:
+    def __init__(self, errors: dict[str, Any]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        super().__init__("; ".join(f"{k}: {_messages(v)}" for k, v in errors.items()))
+
+
+def _messages(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_messages(v)}" for k, v in value.items())
+    return " ".join(str(message) for message in value)
 
 
 class BrokerUnavailableError(JobServiceError):

@@ -1,6 +1,8 @@
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -87,6 +89,18 @@ class RunnerJob(models.Model):
         db_index=False,
     )
 
+    # Labels for finding jobs again (SPEC §9; rules in runner_jobs.labels). ``db_default`` too, so
+    # the column is added without a rewrite and rows inserted by SQL (seeding) get an empty value.
+    tags = ArrayField(
+        models.CharField(max_length=64),
+        default=list,
+        db_default=Value([], output_field=ArrayField(models.CharField(max_length=64))),
+        blank=True,
+    )
+    metadata = models.JSONField(
+        default=dict, db_default=Value({}, output_field=models.JSONField()), blank=True
+    )
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -122,6 +136,13 @@ class RunnerJob(models.Model):
                 fields=["schedule", "-created_at"],
                 name="job_schedule_idx",
                 condition=Q(schedule__isnull=False),
+            ),
+            # tag= and metadata.<key>= filters: containment (@>) on GIN indexes, so their cost
+            # follows the number of matching jobs, not the size of the table
+            # (docs/decisions/0130-tags-and-metadata.md).
+            GinIndex(fields=["tags"], name="job_tags_gin_idx"),
+            GinIndex(
+                fields=["metadata"], name="job_metadata_gin_idx", opclasses=["jsonb_path_ops"]
             ),
         ]
         constraints = [
@@ -339,3 +360,89 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
+
+
+class OperationAction(models.TextChoices):
+    CANCEL = "cancel", "Cancel"
+    RETRY = "retry", "Retry"
+
+
+class OperationStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Operation(models.Model):
+    """A bulk cancel or retry of the jobs a filter matched when it was created (SPEC §9).
+
+    The matched job ids are stored as ``OperationJob`` rows at creation, so the set is fixed;
+    ``run_operation`` tasks work through them, deleting each batch's rows with the batch.
+    Fields only: every write goes through ``runner_jobs.services.operations``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Null for a staff action in the admin whose selection spans several workspaces.
+    workspace = models.ForeignKey(
+        Workspace, null=True, blank=True, on_delete=models.PROTECT, related_name="operations"
+    )
+    action = models.CharField(max_length=16, choices=OperationAction.choices)
+    filter = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=OperationStatus.choices, default=OperationStatus.RUNNING
+    )
+    matched = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # The actor of every job change it makes (``user:alice``, ``staff:bob``).
+    actor = models.CharField(max_length=255)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runner_job_operations",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When a batch last committed: a run that stalled (lost message, dead worker) is sent again.
+    progressed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="operation_workspace_idx"),
+            models.Index(
+                fields=["progressed_at"],
+                name="operation_running_idx",
+                condition=Q(status="running"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {str(self.id)[:8]} ({self.status})"
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.skipped + self.failed
+
+
+class OperationJob(models.Model):
+    """One job of an operation's fixed set, still to do: the batch that acts on it deletes the
+    row in its transaction. ``job_id`` is not a foreign key: retention may delete the job
+    meanwhile, and the operation then counts it as skipped."""
+
+    id = models.BigAutoField(primary_key=True)
+    operation = models.ForeignKey(
+        Operation, on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
+    job_id = models.UUIDField()
+
+    class Meta:
+        constraints = [
+            # Also the index the runners walk: an operation's jobs in job id order.
+            models.UniqueConstraint(fields=["operation", "job_id"], name="operation_job_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation_id}: {self.job_id}"

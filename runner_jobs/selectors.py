@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from runner_jobs.errors import JobNotFoundError
-from runner_jobs.models import TERMINAL_STATUSES, JobEvent, RunnerJob
+from runner_jobs.models import TERMINAL_STATUSES, JobEvent, Operation, RunnerJob
 from workspaces.selectors import workspaces_for_user
 
 
@@ -17,6 +17,15 @@ def jobs_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[RunnerJob]
     """The jobs of every workspace ``user`` is a member of, newest first."""
     return (
         RunnerJob.objects.filter(workspace__in=workspaces_for_user(user))
+        .select_related("workspace", "created_by")
+        .order_by("-created_at", "-id")
+    )
+
+
+def operations_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Operation]:
+    """The bulk operations of every workspace ``user`` is a member of, newest first."""
+    return (
+        Operation.objects.filter(workspace__in=workspaces_for_user(user))
         .select_related("workspace", "created_by")
         .order_by("-created_at", "-id")
     )

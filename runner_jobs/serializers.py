@@ -7,10 +7,11 @@ from typing import Any, ClassVar
 from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import SkipField
+from rest_framework.fields import SkipField, empty
 from rest_framework.relations import PKOnlyObject
 
-from runner_jobs.models import JobEvent, JobStep, RunnerJob
+from runner_jobs.labels import MAX_METADATA_KEYS, MAX_TAGS, METADATA_VALUE_MAX_LENGTH, TAG_PATTERN
+from runner_jobs.models import JobEvent, JobStep, Operation, OperationAction, RunnerJob
 from runner_jobs.read_tokens import TTL_DEFAULT_SECONDS, TTL_MAX_SECONDS
 from runner_jobs.selectors import job_events_latest
 from runner_jobs.services.jobs import JobSpec
@@ -107,6 +108,8 @@ class RunnerJobSerializer(BuiltOnceSerializer):
             "max_attempts",
             "retry_of",
             "schedule",
+            "tags",
+            "metadata",
             "created_by",
             "version",
             "created_at",
@@ -133,6 +136,33 @@ class RunnerJobDetailSerializer(RunnerJobSerializer):
         return list(JobEventSerializer(events, many=True).data)
 
 
+def labels_field(**kwargs: Any) -> "serializers.ListField":
+    """``tags``: a list of strings. Whitespace is kept, so a tag with spaces is refused by the
+    service's rule (runner_jobs.labels), not silently trimmed."""
+    return serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text=(
+            f"At most {MAX_TAGS} tags, each matching `{TAG_PATTERN.pattern}` in full; "
+            "list filters find jobs that have all the tags asked for."
+        ),
+        **({"default": list} | kwargs),
+    )
+
+
+def metadata_field(**kwargs: Any) -> "serializers.DictField":
+    """``metadata``: an object of strings to strings (the limits are the service's rule)."""
+    return serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text=(
+            f"At most {MAX_METADATA_KEYS} string keys to string values of at most "
+            f"{METADATA_VALUE_MAX_LENGTH} characters; `metadata.<key>=<value>` filters the list."
+        ),
+        **({"default": dict} | kwargs),
+    )
+
+
 class JobCreateSerializer(serializers.Serializer[Any]):
     """The body of a create: shapes only. The service checks the type and the payload's size
     (``JobInputError``, also a 400)."""
@@ -154,6 +184,8 @@ class JobCreateSerializer(serializers.Serializer[Any]):
         default=None,
         help_text="Defaults to the type's limit, else 3.",
     )
+    tags = labels_field()
+    metadata = metadata_field()
 
     @staticmethod
     def spec(data: dict[str, Any]) -> JobSpec:
@@ -177,3 +209,65 @@ class ReadTokenSerializer(serializers.Serializer[Any]):
 
     token = serializers.CharField()
     expires_at = serializers.DateTimeField()
+
+
+class JobRetrySerializer(serializers.Serializer[Any]):
+    """The optional body of a retry: the fields the new job takes instead of the old job's.
+    Only the fields given change; the new job's ``job.created`` event lists those that did."""
+
+    payload = serializers.DictField(required=False, help_text="A new input (≤ 256 KiB).")
+    priority = serializers.IntegerField(min_value=0, max_value=9, required=False)
+    tags = labels_field(default=empty)
+    metadata = metadata_field(default=empty)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A field a retry cannot change (type, workspace, ...) is refused, not silently ignored.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["A retry cannot change this field."] for name in unknown}
+            )
+        return attrs
+
+
+class OperationSerializer(serializers.ModelSerializer[Operation]):
+    """A bulk operation and how far it got (SPEC §9)."""
+
+    workspace: "serializers.SlugRelatedField[Workspace]" = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
+    created_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = Operation
+        fields = [
+            "id",
+            "workspace",
+            "action",
+            "filter",
+            "status",
+            "matched",
+            "succeeded",
+            "skipped",
+            "failed",
+            "created_by",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class BulkOperationSerializer(serializers.Serializer[Any]):
+    """The body of ``POST /runner-jobs/bulk/``."""
+
+    workspace = serializers.SlugField(max_length=64, help_text="The workspace's slug.")
+    action = serializers.ChoiceField(choices=OperationAction.choices)
+    filter = serializers.DictField(
+        help_text=(
+            "Any filters of the job list: status, type, tag (a list), metadata.<key>, "
+            "created_after, created_before, agent_task_id, retry_of. The jobs they match now "
+            "are the operation's, fixed."
+        ),
+    )

@@ -16,6 +16,11 @@ from django.conf import settings
 
 from runner_jobs import execution
 from runner_jobs.execution import TransientJobError
+from runner_jobs.services.operations import (
+    RUN_OPERATION_TASK_NAME,
+    operation_run,
+    operations_resume,
+)
 from runner_jobs.services.retention import jobs_prune
 from runner_jobs.services.schedules import schedules_fire
 from runner_jobs.services.sweeper import jobs_sweep
@@ -101,3 +106,15 @@ def prune_jobs_task() -> dict[str, Any]:
 def fire_schedules_task() -> dict[str, int]:
     """The beat's schedule tick: make the jobs of every due schedule, once per due time."""
     return vars(schedules_fire())
+
+
+@shared_task(name=RUN_OPERATION_TASK_NAME, ignore_result=True)
+def run_operation_task(operation_id: str) -> None:
+    """A bulk operation's batches (a while, then it sends itself again)."""
+    operation_run(operation_id=operation_id)
+
+
+@shared_task(name="runner_jobs.resume_operations", ignore_result=True)
+def resume_operations_task() -> int:
+    """Beat: send again the operations whose run stalled (a lost message, a dead worker)."""
+    return operations_resume()

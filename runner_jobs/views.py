@@ -17,6 +17,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
@@ -29,9 +30,12 @@ from runner_jobs.pagination import EventCursorPagination, JobCursorPagination
 from runner_jobs.read_tokens import ReadTokenAuthentication, read_token_create
 from runner_jobs.selectors import job_events, job_get_for_user, jobs_for_user
 from runner_jobs.serializers import (
+    BulkOperationSerializer,
     ErrorSerializer,
     JobCreateSerializer,
     JobEventSerializer,
+    JobRetrySerializer,
+    OperationSerializer,
     ReadTokenCreateSerializer,
     ReadTokenSerializer,
     RunnerJobDetailSerializer,
@@ -88,7 +92,7 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _error(description: str) -> OpenApiResponse:
+def api_error(description: str) -> OpenApiResponse:
     return OpenApiResponse(response=ErrorSerializer, description=description)
 
 
@@ -96,8 +100,8 @@ FIELD_ERRORS = OpenApiResponse(
     response={"type": "object", "additionalProperties": True},
     description="Bad input: DRF's field-error object (or detail and code).",
 )
-UNAUTHENTICATED = _error("No valid `Authorization: Token <token>` (or session).")
-UNAUTHENTICATED_OR_BAD_READ_TOKEN = _error(
+UNAUTHENTICATED = api_error("No valid `Authorization: Token <token>` (or session).")
+UNAUTHENTICATED_OR_BAD_READ_TOKEN = api_error(
     "No valid credentials: a token, a session, or a read token for this job that is genuine, "
     "unexpired and whose creator may still read the job."
 )
@@ -106,11 +110,11 @@ WITH_READ_TOKENS: list[type[BaseAuthentication]] = [
     *cast(list[type[BaseAuthentication]], api_settings.DEFAULT_AUTHENTICATION_CLASSES),
     ReadTokenAuthentication,
 ]
-NOT_FOUND = _error("No such job in your workspaces.")
-FORBIDDEN = _error("Your role in the job's workspace is viewer.")
-CONFLICT = _error("`invalid_transition` (not allowed in its state) or `concurrent_update`.")
-PRECONDITION_FAILED = _error("`If-Match` names an older version of the job.")
-TOO_LARGE = _error("The request body is over the configured limit.")
+NOT_FOUND = api_error("No such job in your workspaces.")
+FORBIDDEN = api_error("Your role in the job's workspace is viewer.")
+CONFLICT = api_error("`invalid_transition` (not allowed in its state) or `concurrent_update`.")
+PRECONDITION_FAILED = api_error("`If-Match` names an older version of the job.")
+TOO_LARGE = api_error("The request body is over the configured limit.")
 
 
 def conditional_write_responses(success: int) -> dict[int, Any]:
@@ -187,7 +191,11 @@ class RunnerJobViewSet(
 
     @extend_schema(
         summary="List jobs",
-        description="Newest first, cursor-paginated.",
+        description=(
+            "Newest first, cursor-paginated. Besides the parameters below, "
+            "`metadata.<key>=<value>` (repeatable, exact) keeps jobs whose metadata has every "
+            "pair given. An unknown parameter is a 400."
+        ),
         responses={200: RunnerJobSerializer(many=True), 400: FIELD_ERRORS, 401: UNAUTHENTICATED},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -230,9 +238,9 @@ class RunnerJobViewSet(
             400: FIELD_ERRORS,
             401: UNAUTHENTICATED,
             403: FORBIDDEN,
-            404: _error("No such workspace among yours."),
+            404: api_error("No such workspace among yours."),
             413: TOO_LARGE,
-            422: _error("`idempotency_conflict`: the key was used with a different body."),
+            422: api_error("`idempotency_conflict`: the key was used with a different body."),
         },
     )
     def create(self, request: Request) -> Response:
@@ -281,19 +289,25 @@ class RunnerJobViewSet(
         summary="Retry a job",
         description=(
             "From failed or cancelled: 201 with a new job (`retry_of` = this id), same type, "
-            "payload and priority."
+            "payload, priority, tags and metadata. An optional body changes some of them "
+            "(`payload`, `priority`, `tags`, `metadata`); the new job's `job.created` event "
+            "lists the fields that changed (`changed`). A job is retried once."
         ),
-        request=None,
+        request=JobRetrySerializer,
         parameters=[IF_MATCH, ETAG],
         responses=conditional_write_responses(201),
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        serializer = JobRetrySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         job = services.job_retry(
-            job_id=self.get_object().pk,
+            job_id=job.pk,
             actor=user_actor(request.user),
             created_by=request_user(request),
             expected_version=if_match_version(request),
+            changes=serializer.validated_data or None,
         )
         return self._job_response(job, status.HTTP_201_CREATED)
 
@@ -333,6 +347,41 @@ class RunnerJobViewSet(
         )
         body = ReadTokenSerializer({"token": token, "expires_at": expires_at}).data
         return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Cancel or retry jobs by filter",
+        description=(
+            "Starts a tracked bulk operation on the jobs of the workspace that the filter "
+            "matches now (the set is fixed at this moment). 202 with the operation; follow it "
+            "at its `Location` (`/api/v1/operations/<id>/`). Each job goes through the same "
+            "service as a single cancel or retry, its event naming the operation; a job that "
+            "cannot move is counted as skipped."
+        ),
+        request=BulkOperationSerializer,
+        responses={
+            202: OpenApiResponse(OperationSerializer, description="Started."),
+            400: FIELD_ERRORS,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: api_error("No such workspace among yours."),
+            413: TOO_LARGE,
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        serializer = BulkOperationSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        operation = services.operation_create(
+            workspace=self._writable_workspace(data["workspace"]),
+            action=data["action"],
+            filters=data["filter"],
+            actor=user_actor(request.user),
+            created_by=request_user(request),
+        )
+        response = Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+        response["Location"] = reverse("operation-detail", args=[operation.pk], request=request)
+        return response
 
 
 @extend_schema(

@@ -349,3 +349,11 @@ CELERY_BEAT_SCHEDULE["prune-jobs"] = {
     "task": "runner_jobs.prune_jobs",
     "schedule": crontab(hour=env.int("RUNNER_RETENTION_HOUR", default=3), minute=30),
 }
+
+# --- Bulk operations ----------------------------------------------------------------------------
+# A bulk operation whose run stopped progressing (lost message, dead worker) is sent again.
+CELERY_BEAT_SCHEDULE["resume-operations"] = {
+    "task": "runner_jobs.resume_operations",
+    "schedule": 60,
+    "options": {"expires": 60},
+}

@@ -33,6 +33,14 @@ from .jobs import (
     job_start,
     job_start_if_due,
 )
+from .operations import (
+    jobs_matching,
+    operation_cancel,
+    operation_create,
+    operation_run,
+    operation_start,
+    operations_resume,
+)
 from .reports import job_release, job_status_report
 from .retention import PRUNE_BATCH_SIZE, PruneResult, jobs_prune
 from .steps import event_append, step_finish, step_start
@@ -71,8 +79,14 @@ __all__ = [
     "job_start",
     "job_start_if_due",
     "job_status_report",
+    "jobs_matching",
     "jobs_prune",
     "jobs_sweep",
+    "operation_cancel",
+    "operation_create",
+    "operation_run",
+    "operation_start",
+    "operations_resume",
     "step_finish",
     "step_start",
     "worker_seen",

@@ -5,8 +5,9 @@ changes and which event records it) run through one of the two lock helpers."""
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from runner_jobs.errors import (
     JobInputError,
 )
 from runner_jobs.events import EventType
+from runner_jobs.labels import metadata_errors, tags_errors, tags_normalized
 from runner_jobs.models import JobStatus, RunnerJob
 from runner_jobs.registry import JobType, job_type_get
 from workspaces.models import Workspace
@@ -68,6 +70,8 @@ class JobSpec:
     priority: int = 5
     agent_task_id: str | None = None
     max_attempts: int | None = None
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, job: RunnerJob) -> "JobSpec":
@@ -78,11 +82,17 @@ class JobSpec:
             priority=job.priority,
             agent_task_id=job.agent_task_id,
             max_attempts=job.max_attempts,
+            tags=list(job.tags),
+            metadata=dict(job.metadata),
         )
 
     def fingerprint(self, workspace: Workspace) -> str:
-        """What tells a repeat of an idempotent create from a different body."""
+        """What tells a repeat of an idempotent create from a different body. Fields added after
+        keys were first stored count only when set, so an older create's fingerprint holds."""
         fields = {"workspace": workspace.slug, **asdict(self)}
+        for name in FINGERPRINT_IF_SET:
+            if not fields[name]:
+                del fields[name]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -98,10 +108,19 @@ class JobSpec:
             self.payload, name="payload", limit=settings.RUNNER_MAX_PAYLOAD_BYTES
         ):
             errors["payload"] = [error]
+        if tag_errors := tags_errors(self.tags):
+            errors["tags"] = tag_errors
+        if meta_errors := metadata_errors(self.metadata):
+            errors["metadata"] = meta_errors
         if errors:
             raise JobInputError(errors)
         assert job_type is not None
         return job_type
+
+
+FINGERPRINT_IF_SET = ("tags", "metadata")
+# What a retry may change (SPEC §9 "Retry with changes").
+RETRY_CHANGEABLE_FIELDS = frozenset({"payload", "priority", "tags", "metadata"})
 
 
 @dataclass(frozen=True)
@@ -120,10 +139,12 @@ def _job_insert(
     idempotency_key: str | None = None,
     fingerprint: str = "",
     job_id: uuid.UUID | None = None,
+    event_extra: Mapping[str, Any] | None = None,
 ) -> RunnerJob:
-    """Insert a job already ``queued``, with its ``job.created`` and ``job.queued`` events, in
-    one statement. A Celery-run job's message is published after the commit; if that publish
-    fails or never happens, the sweeper sends it again (as for any lost message)."""
+    """Insert a job already ``queued``, with its ``job.created`` (``event_extra`` added to its
+    payload) and ``job.queued`` events, in one statement. A Celery-run job's message is
+    published after the commit; if that publish fails or never happens, the sweeper sends it
+    again (as for any lost message)."""
     job_type = spec.job_type()
     job = RunnerJob(
         id=job_id or uuid.uuid4(),
@@ -138,11 +159,14 @@ def _job_insert(
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
         version=2,
+        tags=tags_normalized(spec.tags),
+        metadata=spec.metadata,
         **queue_fields(),
     )
     created_payload: dict[str, Any] = {"type": job_type.name, "priority": spec.priority}
     if retry_of is not None:
         created_payload["retry_of"] = str(retry_of.pk)
+    created_payload.update(event_extra or {})
     queued_by, queued_payload = (actor, {"external": True}) if job_type.external else (SYSTEM, {})
     written = statements.job_insert(
         job,
@@ -424,19 +448,35 @@ def job_attempt_failed(
 
 
 def job_cancel(
-    *, job_id: uuid.UUID | str, actor: str, expected_version: int | None = None
+    *,
+    job_id: uuid.UUID | str,
+    actor: str,
+    expected_version: int | None = None,
+    event_extra: Mapping[str, Any] | None = None,
 ) -> RunnerJob:
     """``pending``/``queued``/``running`` -> ``cancelled``. A running handler sees it at its
-    next progress check and stops; its lease is void from now on."""
+    next progress check and stops; its lease is void from now on. ``event_extra`` goes into the
+    event's payload (a bulk operation names itself there)."""
 
     def plan(job: RunnerJob) -> Change:
         transition_check(job.status, S.CANCELLED)
         fields = {"status": S.CANCELLED, "completed_at": timezone.now(), **LEASE_CLEARED}
-        return Change(E.JOB_CANCELLED, {"from": job.status}, fields)
+        return Change(E.JOB_CANCELLED, {"from": job.status, **(event_extra or {})}, fields)
 
     return job_update_optimistic(
         job_id=job_id, plan=plan, actor=actor, expected_version=expected_version
     )
+
+
+def _retry_spec(old: RunnerJob, changes: Mapping[str, Any]) -> tuple[JobSpec, list[str]]:
+    """The new job's spec: the old job's, with ``changes``; and the names of the fields whose
+    value the changes really moved, in order."""
+    unknown = sorted(set(changes) - RETRY_CHANGEABLE_FIELDS)
+    if unknown:
+        raise JobInputError({name: ["A retry cannot change this field."] for name in unknown})
+    spec = JobSpec.of(old)
+    changed = sorted(name for name, value in changes.items() if getattr(spec, name) != value)
+    return replace(spec, **{name: changes[name] for name in changed}), changed
 
 
 def job_retry(
@@ -445,21 +485,30 @@ def job_retry(
     actor: str,
     created_by: User | None = None,
     expected_version: int | None = None,
+    changes: Mapping[str, Any] | None = None,
+    event_extra: Mapping[str, Any] | None = None,
 ) -> RunnerJob:
-    """Make a new job from a failed or cancelled one (same type, payload, priority,
-    ``retry_of`` set); the old job gets ``job.retried`` naming the new one.
+    """Make a new job from a failed or cancelled one (same type, payload, priority, tags and
+    metadata, ``retry_of`` set); the old job gets ``job.retried`` naming the new one.
+
+    ``changes`` (payload, priority, tags, metadata) replace the old job's values; the new job's
+    ``job.created`` lists the fields they changed (``"changed"``). ``event_extra`` goes into the
+    payload of both events (a bulk operation names itself there).
 
     A job is retried once: decided under the old job's row lock, so of two racing retries (API,
-    admin, anyone) exactly one makes a new job and the other gets ``InvalidTransitionError``."""
+    admin, a bulk operation, anyone) exactly one makes a new job and the other gets
+    ``InvalidTransitionError``."""
     new_id = uuid.uuid4()
     created: list[RunnerJob] = []
+    extra = dict(event_extra or {})
 
     def plan(old: RunnerJob) -> Change:
         require_status(old.status, RETRYABLE_STATUSES, "retry")
         if old.retries.exists():
             raise InvalidTransitionError(ALREADY_RETRIED)
-        spec = JobSpec.of(old)
+        spec, changed = _retry_spec(old, changes or {})
         spec.job_type()
+        created_extra = {**extra, "changed": changed} if changes is not None else extra
 
         def insert_new(old: RunnerJob) -> None:
             created.append(
@@ -470,10 +519,11 @@ def job_retry(
                     actor=actor,
                     created_by=created_by,
                     retry_of=old,
+                    event_extra=created_extra,
                 )
             )
 
-        return Change(E.JOB_RETRIED, {"retry_job_id": str(new_id)}, extra=insert_new)
+        return Change(E.JOB_RETRIED, {"retry_job_id": str(new_id), **extra}, extra=insert_new)
 
     job_update_locked(job_id=job_id, plan=plan, actor=actor, expected_version=expected_version)
     return created[-1]

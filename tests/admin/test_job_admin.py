@@ -265,17 +265,6 @@ def test_retry_action_makes_new_jobs(admin_client_bob):
     assert not RunnerJob.objects.filter(retry_of=running).exists()
 
 
-def test_action_refuses_a_too_large_selection(admin_client_bob, monkeypatch):
-    monkeypatch.setattr(job_admin, "ACTION_MAX_JOBS", 2)
-    jobs = [job_in_state("running") for _ in range(3)]
-    before = [snapshot(j) for j in jobs]
-    response = run_action(admin_client_bob, "cancel_selected", jobs)
-    assert messages_of(response) == [
-        "Select at most 2 jobs at a time (narrow the filter); nothing was changed."
-    ]
-    assert [snapshot(j) for j in jobs] == before
-
-
 # --- buttons ------------------------------------------------------------------------------------
 
 

@@ -39,3 +39,31 @@ def test_seed_jobs_checks_events_per_job(events_per_job):
     with pytest.raises(CommandError, match="--events-per-job"):
         call_command("seed_jobs", jobs=1, events_per_job=events_per_job)
     assert not RunnerJob.objects.exists()
+
+
+def test_seeded_jobs_carry_tags_and_metadata_of_known_frequencies():
+    call_command("seed_jobs", jobs=2000, events_per_job=1, workspaces=1, stdout=None)
+    assert RunnerJob.objects.filter(tags__contains=["env:prod"]).count() == 1000
+    assert RunnerJob.objects.filter(tags__contains=["team-7"]).count() == 100
+    assert RunnerJob.objects.filter(tags__contains=["customer-42"]).count() == 2
+    assert RunnerJob.objects.filter(metadata__contains={"customer": "42"}).count() == 2
+    job = RunnerJob.objects.filter(tags__contains=["customer-42"]).first()
+    assert job.metadata["customer"] == "42"
+    assert job.metadata["region"] in {"eu", "us", "ap"}
+
+
+def test_seed_jobs_can_make_one_status_and_type_in_named_workspaces():
+    call_command(
+        "seed_jobs",
+        jobs=50,
+        events_per_job=1,
+        workspaces=2,
+        workspace_prefix="bulk",
+        status="queued",
+        job_type="agent-task",
+        stdout=None,
+    )
+    assert set(RunnerJob.objects.values_list("status", "type").distinct()) == {
+        ("queued", "agent-task")
+    }
+    assert set(RunnerJob.objects.values_list("workspace__slug", flat=True)) == {"bulk-0", "bulk-1"}

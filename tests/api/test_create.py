@@ -27,6 +27,8 @@ def test_create_returns_201_with_the_job_etag_and_location(client):
             "priority": 7,
             "agent_task_id": "T-1",
             "max_attempts": 4,
+            "tags": ["team:billing", "nightly"],
+            "metadata": {"customer": "42"},
         },
     )
     assert response.status_code == 201
@@ -47,6 +49,8 @@ def test_create_returns_201_with_the_job_etag_and_location(client):
         "max_attempts": 4,
         "retry_of": None,
         "schedule": None,
+        "tags": ["team:billing", "nightly"],
+        "metadata": {"customer": "42"},
         "created_by": "alice",
         "version": 2,
         "created_at": body["created_at"],

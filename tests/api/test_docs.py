@@ -17,7 +17,11 @@ DOCUMENTED = {
     ("/api/v1/runner-jobs/", "get"): SHARED | {"200"},
     ("/api/v1/runner-jobs/{id}/", "get"): SHARED | {"200", "404"},
     ("/api/v1/runner-jobs/{id}/cancel/", "post"): SHARED | WRITE | {"200", "404", "409", "412"},
-    ("/api/v1/runner-jobs/{id}/retry/", "post"): SHARED | WRITE | {"201", "404", "409", "412"},
+    # A retry may carry a body (retry with changes), so its media type can be refused (415).
+    ("/api/v1/runner-jobs/{id}/retry/", "post"): SHARED
+    | WRITE
+    | BODY
+    | {"201", "404", "409", "412"},
     ("/api/v1/runner-jobs/{id}/events/", "get"): SHARED | {"200", "404"},
     ("/api/v1/webhooks/", "post"): SHARED | WRITE | BODY | {"201"},
     ("/api/v1/webhooks/{id}/", "delete"): SHARED | WRITE | {"204", "404"},
@@ -26,6 +30,10 @@ DOCUMENTED = {
     ("/api/v1/coordinator/jobs/{id}/complete/", "post"): SHARED
     | BODY
     | {"200", "404", "409", "411"},
+    ("/api/v1/runner-jobs/bulk/", "post"): SHARED | WRITE | BODY | {"202", "404"},
+    ("/api/v1/operations/", "get"): SHARED | {"200"},
+    ("/api/v1/operations/{id}/", "get"): SHARED | {"200", "404"},
+    ("/api/v1/operations/{id}/cancel/", "post"): SHARED | WRITE | {"200", "404", "409"},
 }
 
 
@@ -50,9 +58,14 @@ def test_schema_is_valid_openapi_and_documents_every_response_code():
         "created_after",
         "created_before",
         "retry_of",
+        "tag",
         "cursor",
         "page_size",
     }
+    tag = next(p for p in listed["parameters"] if p["name"] == "tag")
+    assert tag["schema"]["type"] == "array"
+    assert tag["explode"] is True
+    assert "metadata.<key>" in listed["description"]
 
 
 def test_schema_and_docs_are_served_without_authentication():

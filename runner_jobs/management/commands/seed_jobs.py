@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, models, transaction
 
 from runner_jobs.events import EventType as E
-from runner_jobs.models import JobEvent, RunnerJob
+from runner_jobs.models import JobEvent, JobStatus, RunnerJob
 from runner_jobs.registry import BUILTIN_JOB_TYPES
 from workspaces.models import Workspace
 
@@ -43,6 +43,13 @@ JOB_COLUMNS = {
     "THEN created + interval '2 seconds' END",
     "completed_at": "CASE WHEN status IN ('completed', 'failed', 'cancelled') "
     "THEN created + interval '2 seconds' + (g %% 300) * interval '1 second' END",
+    # Labels of known frequencies, for the filter measurements: env:prod/env:staging on half
+    # the jobs each, team-0..19 on 5 % each, customer-0..999 on 0.1 % each; metadata the same
+    # customer (0.1 %) and one of three regions.
+    "tags": "ARRAY[CASE WHEN g %% 2 = 0 THEN 'env:prod' ELSE 'env:staging' END, "
+    "'team-' || (g %% 20), 'customer-' || (g %% 1000)]::varchar(64)[]",
+    "metadata": "jsonb_build_object('customer', (g %% 1000)::text, "
+    "'region', (ARRAY['eu', 'us', 'ap'])[1 + g %% 3])",
 }
 # One statement per batch: the jobs, then (from what the insert returned) their events.
 SEED_SQL = """
@@ -98,15 +105,18 @@ def _column_lists(
     return ", ".join(names), ", ".join(values)
 
 
-def seed_sql(params: dict[str, Any]) -> str:
-    """The batch statement; adds the default values it uses to ``params``."""
+def seed_sql(params: dict[str, Any], status: str | None = None) -> str:
+    """The batch statement (every job in ``status`` when given, else the mix); adds the values
+    it uses to ``params``."""
+    if status is not None:
+        params["status"] = status
     job_columns, job_values = _column_lists(RunnerJob, JOB_COLUMNS, params)
     event_columns, event_values = _column_lists(JobEvent, EVENT_COLUMNS, params)
     return SEED_SQL.format(
         table=connection.ops.quote_name(RunnerJob._meta.db_table),
         columns=job_columns,
         values=job_values,
-        status=STATUS_SQL,
+        status="%(status)s::varchar" if status is not None else STATUS_SQL,
         event_table=connection.ops.quote_name(JobEvent._meta.db_table),
         event_columns=event_columns,
         event_values=event_values,
@@ -122,6 +132,17 @@ class Command(BaseCommand):
         parser.add_argument("--workspaces", type=int, default=20)
         parser.add_argument("--days", type=float, default=30, help="spread of created_at")
         parser.add_argument("--append", action="store_true", help="allow a non-empty database")
+        parser.add_argument(
+            "--workspace-prefix", default="seed", help="workspaces <prefix>-0, <prefix>-1, ..."
+        )
+        parser.add_argument(
+            "--status",
+            choices=JobStatus.values,
+            help="every job in this status (default: a mix, mostly finished)",
+        )
+        parser.add_argument(
+            "--type", dest="job_type", help="every job of this type (default: the built-ins)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if RunnerJob.objects.exists() and not options["append"]:
@@ -132,11 +153,14 @@ class Command(BaseCommand):
                 f"--events-per-job must be between 1 and {len(EVENT_TYPE_CYCLE) + 1}."
             )
         jobs = options["jobs"]
+        prefix = options["workspace_prefix"]
         workspace_ids = [
-            Workspace.objects.get_or_create(slug=f"seed-{i}", defaults={"name": f"Seed {i}"})[0].pk
+            Workspace.objects.get_or_create(
+                slug=f"{prefix}-{i}", defaults={"name": f"{prefix.title()} {i}"}
+            )[0].pk
             for i in range(options["workspaces"])
         ]
-        types = sorted(BUILTIN_JOB_TYPES)
+        types = [options["job_type"]] if options["job_type"] else sorted(BUILTIN_JOB_TYPES)
         params: dict[str, Any] = {
             "workspace_ids": workspace_ids,
             "workspace_count": len(workspace_ids),
@@ -146,7 +170,7 @@ class Command(BaseCommand):
             "event_types": EVENT_TYPE_CYCLE,
             "spacing_seconds": options["days"] * 86400 / max(jobs, 1),
         }
-        sql = seed_sql(params)
+        sql = seed_sql(params, status=options["status"])
         for first in range(1, jobs + 1, BATCH):
             last = min(first + BATCH - 1, jobs)
             with transaction.atomic(), connection.cursor() as cursor:
