@@ -44,7 +44,12 @@ from rest_framework.views import APIView
 
 from job_events.notify import EVERY_JOB, stream_wakeups
 from job_events.readers import stream_db
-from job_events.sse import KEEPALIVE, SUBSCRIBE_WAIT_SECONDS, AccessChecks, has_body
+from job_events.sse import (
+    KEEPALIVE,
+    SUBSCRIBE_WAIT_SECONDS,
+    AccessChecks,
+    stream_request_refusal,
+)
 from job_events.stream_access import (
     StreamAccess,
     refusal,
@@ -429,12 +434,8 @@ async def workspace_event_stream(request: HttpRequest) -> HttpResponseBase:
     """``GET /api/v1/events/stream/?workspace=<slug>``: every event of the workspace's jobs as
     Server-Sent Events, from the first (or after ``Last-Event-ID`` / ``?after=``), never closed
     by the server. An async view on the ASGI web tier, like the job stream."""
-    if request.method != "GET":
-        refused = refusal(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
-        refused["Allow"] = "GET"
+    if refused := stream_request_refusal(request):
         return refused
-    if has_body(request):
-        return refusal(413, "request_too_large", "A stream request takes no body.")
     opened = await stream_db(_stream_open, request=request)
     if isinstance(opened, HttpResponseBase):
         return opened

@@ -95,6 +95,18 @@ class AccessChecks:
         return False
 
 
+def stream_request_refusal(request: HttpRequest) -> HttpResponseBase | None:
+    """What a stream answers before opening: 405 for any method but GET, 413 for a request that
+    declares a body (never read); None when the request may open a stream."""
+    if request.method != "GET":
+        refused = refusal(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
+        refused["Allow"] = "GET"
+        return refused
+    if has_body(request):
+        return refusal(413, "request_too_large", "A stream request takes no body.")
+    return None
+
+
 async def _events(
     *,
     first: Batch,
@@ -192,12 +204,8 @@ async def sse_stream(
     events after the cursor, following ``read(after=...)`` (run on the stream reader threads,
     woken by the doorbell ``wakeup_key``) until it ends, while ``readable(user)`` and the
     credential hold (checked at least every keep-alive)."""
-    if request.method != "GET":
-        refused = refusal(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
-        refused["Allow"] = "GET"
+    if refused := stream_request_refusal(request):
         return refused
-    if has_body(request):
-        return refusal(413, "request_too_large", "A stream request takes no body.")
     opened = await stream_db(_open, request=request, readable=readable, hidden=hidden, read=read)
     if isinstance(opened, HttpResponseBase):
         return opened

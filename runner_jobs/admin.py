@@ -28,6 +28,7 @@ from django.utils.translation import ngettext
 from runner_jobs import services
 from runner_jobs.admin_dashboard import dashboard_view, format_duration
 from runner_jobs.admin_paging import EstimatedCountPaginator
+from runner_jobs.admin_readonly import ReadOnlyAdminMixin
 from runner_jobs.events import EventType
 from runner_jobs.labels import METADATA_VALUE_MAX_LENGTH, tag_error
 from runner_jobs.models import (
@@ -328,19 +329,6 @@ def bounded_formset(*, ordering: tuple[str, ...], limit: int) -> type[BaseInline
             return self._bounded_queryset
 
     return BoundedFormSet
-
-
-class ReadOnlyAdminMixin:
-    """Pages to look at, never to edit: steps and events are written by the services only."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ReadOnlyInline(admin.TabularInline):

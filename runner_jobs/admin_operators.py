@@ -2,8 +2,6 @@
 through ``runner_jobs.services.schedules`` (the actions below, or the API); workers are written
 by their heartbeats."""
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -12,24 +10,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
+from runner_jobs.admin_readonly import ReadOnlyAdminMixin
 from runner_jobs.models import Schedule, Worker
 from runner_jobs.services.schedules import schedule_trigger, schedule_update
 from runner_jobs.workers import workers_list
 
 
-class LookOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Schedule)
-class ScheduleAdmin(LookOnlyAdmin):
+class ScheduleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "workspace",
@@ -76,7 +64,7 @@ class ScheduleAdmin(LookOnlyAdmin):
 
 
 @admin.register(Worker)
-class WorkerAdmin(LookOnlyAdmin):
+class WorkerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "kind",

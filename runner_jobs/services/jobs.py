@@ -350,16 +350,22 @@ def job_progress_update(
     )
 
 
-def job_complete(
-    *, job_id: uuid.UUID | str, result: Any, actor: str, lease_token: LeaseToken = None
+def _running_job_ends(
+    *,
+    job_id: uuid.UUID | str,
+    status: JobStatus,
+    assignments: list[statements.Assignment],
+    event_type: EventType,
+    payload: dict[str, Any],
+    actor: str,
+    lease_token: LeaseToken,
 ) -> RunnerJob:
-    """``running`` -> ``completed`` in one conditional statement: the UPDATE takes the row
-    lock, so of racing terminal reports exactly one completes the job."""
-    if error := stored_value_error(result, name="result"):
-        raise JobInputError({"result": [error]})
+    """``running`` -> ``status`` (completed or failed) in one conditional statement: the UPDATE
+    takes the row lock, so of racing terminal reports exactly one ends the job; the attempt's
+    lease is void from then on."""
 
     def refuse(job: RunnerJob) -> None:
-        transition_check(job.status, S.COMPLETED)
+        transition_check(job.status, status)
 
     return job_update_conditional(
         job_id=job_id,
@@ -367,24 +373,37 @@ def job_complete(
         lease_token=lease_token,
         refuse=refuse,
         assignments=[
-            statements.Assignment("status", "%s", (S.COMPLETED,)),
-            statements.Assignment("result", "%s::jsonb", (json.dumps(result),)),
-            statements.Assignment("progress", "100"),
-            *_finished(),
+            statements.Assignment("status", "%s", (status,)),
+            *assignments,
+            statements.Assignment("completed_at", "%s", (timezone.now(),)),
+            statements.Assignment("lease_token", "NULL"),
+            statements.Assignment("lease_expires_at", "NULL"),
         ],
-        event_type=E.JOB_COMPLETED,
+        event_type=event_type,
         actor=actor,
-        payload={},
+        payload=payload,
         payload_from_row={"attempt": "attempts"},
     )
 
 
-def _finished() -> list[statements.Assignment]:
-    return [
-        statements.Assignment("completed_at", "%s", (timezone.now(),)),
-        statements.Assignment("lease_token", "NULL"),
-        statements.Assignment("lease_expires_at", "NULL"),
-    ]
+def job_complete(
+    *, job_id: uuid.UUID | str, result: Any, actor: str, lease_token: LeaseToken = None
+) -> RunnerJob:
+    """``running`` -> ``completed`` with ``result``: exactly one of racing completions wins."""
+    if error := stored_value_error(result, name="result"):
+        raise JobInputError({"result": [error]})
+    return _running_job_ends(
+        job_id=job_id,
+        status=S.COMPLETED,
+        assignments=[
+            statements.Assignment("result", "%s::jsonb", (json.dumps(result),)),
+            statements.Assignment("progress", "100"),
+        ],
+        event_type=E.JOB_COMPLETED,
+        payload={},
+        actor=actor,
+        lease_token=lease_token,
+    )
 
 
 def _fail_change(job: RunnerJob, error: str) -> Change:
@@ -401,26 +420,15 @@ def _fail_change(job: RunnerJob, error: str) -> Change:
 def job_fail(
     *, job_id: uuid.UUID | str, error: str, actor: str, lease_token: LeaseToken = None
 ) -> RunnerJob:
-    """``running`` -> ``failed`` in one conditional statement (as ``job_complete``), with
-    ``error`` kept on the job."""
-
-    def refuse(job: RunnerJob) -> None:
-        transition_check(job.status, S.FAILED)
-
-    return job_update_conditional(
+    """``running`` -> ``failed`` with ``error`` kept on the job (as ``job_complete``)."""
+    return _running_job_ends(
         job_id=job_id,
-        statuses=RUNNING_ONLY,
-        lease_token=lease_token,
-        refuse=refuse,
-        assignments=[
-            statements.Assignment("status", "%s", (S.FAILED,)),
-            statements.Assignment("error", "%s", (error,)),
-            *_finished(),
-        ],
+        status=S.FAILED,
+        assignments=[statements.Assignment("error", "%s", (error,))],
         event_type=E.JOB_FAILED,
-        actor=actor,
         payload={"error": error},
-        payload_from_row={"attempt": "attempts"},
+        actor=actor,
+        lease_token=lease_token,
     )
 
 
