@@ -6,9 +6,9 @@ import json
 import pytest
 from django.db import connection
 
-from coordinator.models import CoordinatorKey
 from runner_jobs.labels import MAX_METADATA_KEYS, MAX_TAGS
 from runner_jobs.models import JobEvent, RunnerJob
+from tests.coordinator.conftest import key_client, make_key
 from tests.factories import job_in_state
 
 URL = "/api/v1/runner-jobs/"
@@ -46,10 +46,7 @@ def test_without_tags_and_metadata_they_are_empty(client):
 
 
 def test_the_coordinator_creates_with_tags_and_metadata(workspace):
-    from tests.coordinator.conftest import key_client
-
-    _, raw = CoordinatorKey.objects.create_key(name="agents")
-    response = key_client(raw).post(
+    response = key_client(make_key()).post(
         "/api/v1/coordinator/jobs/",
         {
             "workspace": "acme",
