@@ -1,4 +1,4 @@
-"""The dispatcher (docs/decisions/0110-dispatcher.md): the concurrency key and limit, nullable
+"""The dispatcher (docs/decisions/0140-dispatcher.md): the concurrency key and limit, nullable
 columns (no table rewrite), and its partial indexes, built CONCURRENTLY so a live table of any
 size keeps taking writes: a non-atomic migration."""
 

@@ -4,7 +4,7 @@
 (``job_claim_next``) and the coordinator's claim (``locking.jobs_lock_claimable``) both select
 with it, so they cannot disagree. A Celery message is only a doorbell: the worker that receives
 one claims the best runnable Celery-run job, whichever create rang, and a bell that finds
-nothing runnable does nothing (docs/decisions/0110-dispatcher.md).
+nothing runnable does nothing (docs/decisions/0140-dispatcher.md).
 
 The best job is chosen fairly between workspaces: the workspace with the fewest running jobs
 first, then the head of its queue by priority, then age. Workspaces with queued jobs are found

@@ -20,7 +20,7 @@ def statements(captured: CaptureQueriesContext) -> list[str]:
 
 def test_a_worker_runs_an_echo_job_in_three_statements():
     """The claim (the dispatcher's choice, job + ``job.started``) in a transaction, so that a
-    keyed job's claim can hold its key's lock until commit (docs/decisions/0110-dispatcher.md);
+    keyed job's claim can hold its key's lock until commit (docs/decisions/0140-dispatcher.md);
     the workspace's webhook endpoints once for the task; complete (job + ``job.completed``)."""
     job = job_in_state("queued")
     with CaptureQueriesContext(connection) as captured:
