@@ -200,10 +200,62 @@ def stalled_worker(stack: Stack) -> Result:
     return passed, figures
 
 
+def keyed_slots_sigkill(stack: Stack) -> Result:
+    """SIGKILL the worker holding both slots of a concurrency key (limit 2): the slots come back
+    within a lease plus a sweep, never more than 2 of the key run at once, all 6 complete."""
+    key = {"concurrency_key": "acct-42", "concurrency_limit": 2}
+    stack.start_worker("slot-holder", concurrency=4)
+    ids = _created_ids([stack.create_job("sleep", {"seconds": 3}, **key) for _ in range(6)])
+    held = wait_until(lambda: stack.statuses(ids).get("running", 0) == 2, 30)
+    stack.kill("slot-holder", signal.SIGKILL)
+    killed_at = time.monotonic()
+    stack.start_worker("after-slots", concurrency=4)
+    most, back_after = 0, None
+    deadline = killed_at + LEASE_SECONDS * 4 + RECOVERY_SLACK_SECONDS
+    while time.monotonic() < deadline:
+        rows = stack.pg.query(
+            "SELECT count(*) FILTER (WHERE status = 'running'), "
+            "count(*) FILTER (WHERE status = 'running' AND attempts = 2), "
+            "count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) "
+            "FROM runner_jobs_runnerjob WHERE id = ANY(%s::uuid[])",
+            [ids],
+        )
+        running, second_attempts, ended = (int(v) for v in rows[0])
+        most = max(most, running)
+        if back_after is None and (second_attempts or ended):
+            back_after = time.monotonic() - killed_at
+        if ended == len(ids):
+            break
+        time.sleep(0.2)
+    counts = stack.statuses(ids)
+    completions = _completed_once(stack, ids)
+    stack.kill("after-slots", signal.SIGKILL)
+    figures = {
+        "jobs": len(ids),
+        "slots held when killed": 2 if held else stack.statuses(ids).get("running", 0),
+        "slots back after s": round(back_after, 1) if back_after is not None else None,
+        "bound s": LEASE_SECONDS + SWEEP_SECONDS,
+        "most running at once": most,
+        "statuses": counts,
+        "job.completed events": completions,
+    }
+    passed = (
+        len(ids) == 6
+        and held
+        and back_after is not None
+        and back_after <= LEASE_SECONDS + SWEEP_SECONDS + RECOVERY_SLACK_SECONDS
+        and most <= 2
+        and counts.get("completed", 0) == 6
+        and completions == 6
+    )
+    return passed, figures
+
+
 SCENARIOS = {
     "worker SIGKILL during 50 running jobs": worker_sigkill,
     "Redis stopped during 100 creates": redis_down_creates,
     "PostgreSQL restarted under load": postgres_restart,
     "poison job kills its worker every attempt": poison_job,
     "worker stalled past its lease": stalled_worker,
+    "worker SIGKILL holding a key's concurrency slots": keyed_slots_sigkill,
 }

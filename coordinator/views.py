@@ -15,6 +15,7 @@ from runner_jobs import services
 from runner_jobs.http import with_etag
 from runner_jobs.models import RunnerJob, WorkerKind
 from runner_jobs.serializers import (
+    DuplicateJobSerializer,
     ErrorSerializer,
     JobCreateSerializer,
     JobStepSerializer,
@@ -106,7 +107,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     ) -> Response:
         return with_etag(Response(serializer_class(job).data), job)
 
-    @extend_schema(request=JobCreateSerializer, responses={201: RunnerJobSerializer})
+    @extend_schema(
+        request=JobCreateSerializer,
+        responses={201: RunnerJobSerializer, 409: DuplicateJobSerializer},
+    )
     def create(self, request: Request) -> Response:
         """Create a job in one of the key's workspaces (an external type is queued at once)."""
         data = _valid(JobCreateSerializer, request)

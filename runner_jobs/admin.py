@@ -89,6 +89,15 @@ JOB_PAGE_FIELDS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Flow control",
+        (
+            "run_at",
+            "concurrency_key",
+            "concurrency_limit",
+            "unique_key",
+        ),
+    ),
+    (
         "Lease",
         (
             "lease_owner",

@@ -50,6 +50,18 @@ class PreconditionFailedError(JobServiceError):
     default_detail = "The job's version no longer matches If-Match."
 
 
+class DuplicateJobError(JobServiceError):
+    """A create named the ``unique_key`` of a job still live in its workspace (``job``)."""
+
+    code = "duplicate_job"
+    status_code = 409
+    default_detail = "A job with this unique_key is still pending, queued or running."
+
+    def __init__(self, job: object) -> None:
+        self.job = job
+        super().__init__()
+
+
 class IdempotencyConflictError(JobServiceError):
     code = "idempotency_conflict"
     status_code = 422

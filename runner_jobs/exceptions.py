@@ -14,7 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from config.throttling import anonymous_quota_spend
-from runner_jobs.errors import JobInputError, JobServiceError
+from runner_jobs.errors import DuplicateJobError, JobInputError, JobServiceError
+from runner_jobs.serializers import RunnerJobSerializer
 
 
 def _as_api_exception(exc: Exception, context: dict[str, Any]) -> Exception:
@@ -34,6 +35,9 @@ def _as_api_exception(exc: Exception, context: dict[str, Any]) -> Exception:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, JobInputError):
         return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DuplicateJobError):
+        body = {"detail": exc.detail, "code": exc.code, "job": RunnerJobSerializer(exc.job).data}
+        return Response(body, status=exc.status_code)
     if isinstance(exc, JobServiceError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):

@@ -20,15 +20,16 @@ from django.utils.module_loading import import_string
 
 from runner_jobs import services
 from runner_jobs.models import JobStatus, JobStep, RunnerJob
-from runner_jobs.registry import job_type_get, job_types
+from runner_jobs.registry import external_type_names, job_type_get
 
 logger = logging.getLogger(__name__)
 
 WORKER_ACTOR = "worker"
 # ``cancelled`` asks the database at most this often; a handler may check it in a tight loop.
 CANCEL_CHECK_INTERVAL_SECONDS = 0.25
-# A message may arrive a little before its job's due_at (clocks of different hosts).
-DUE_TOLERANCE_SECONDS = 1.0
+# A job is claimed only once due (a run_at is "not before"): a delayed bell is sent a little
+# after its job's due time (``bell.BELL_MARGIN_SECONDS``), never early.
+DUE_TOLERANCE_SECONDS = 0.0
 
 
 class TransientJobError(Exception):
@@ -217,26 +218,23 @@ def _handler(job: RunnerJob) -> Callable[[RunnerJob, JobContext], Any]:
     return handler
 
 
-def _external_types() -> list[str]:
-    return [name for name, job_type in job_types().items() if job_type.external]
-
-
-def job_execute(*, job_id: str, worker: str, retry_delay: Callable[[int], float]) -> None:
-    """Run one attempt of a queued job. A message for a job that is not queued and due, or not
-    run by Celery, does nothing (a duplicate, a job cancelled or started meanwhile).
+def job_execute(*, worker: str, task_id: str, retry_delay: Callable[[int], float]) -> None:
+    """Answer a doorbell: claim the best runnable Celery-run job (the dispatcher decides which,
+    ``services.flow``) and run one attempt of it. A bell that finds nothing runnable does
+    nothing (another worker took the job, it was cancelled, or it may not start yet).
 
     A ``TransientJobError`` that left the job queued again propagates, with its
-    ``retry_delay`` set, so the Celery task schedules the retry for that moment.
+    ``retry_delay`` set, so the Celery task rings again at that moment.
     """
-    job = services.job_start_if_due(
-        job_id=job_id,
+    job = services.job_claim_next(
         actor=WORKER_ACTOR,
         worker=worker,
-        exclude_types=_external_types(),
+        task_id=task_id,
+        exclude_types=external_type_names(),
         tolerance=DUE_TOLERANCE_SECONDS,
     )
     if job is None:
-        logger.info("job %s: not a queued, due, Celery-run job; message ignored", job_id)
+        logger.info("doorbell %s: nothing runnable", task_id)
         return
     ctx = JobContext(job)
     with _heartbeat(ctx):
@@ -272,13 +270,23 @@ def _run_attempt(job: RunnerJob, ctx: JobContext, retry_delay: Callable[[int], f
             _report_outcome(ctx, services.job_fail, error=f"Result not stored: {exc.detail}")
 
 
-def job_fail_time_limit(*, job_id: str, seconds: float) -> None:
-    """The hard time limit killed an attempt's process: fail the job saying so (reported by
-    the worker's main process, which holds no lease token)."""
+def job_fail_time_limit(*, task_id: str, seconds: float) -> None:
+    """The hard time limit killed the process running the task ``task_id``: fail the job that
+    attempt held (found by its ``lease_task_id``, fenced by its lease token), saying so.
+    Reported by the worker's main process."""
+    job = RunnerJob.objects.filter(status=JobStatus.RUNNING, lease_task_id=task_id).first()
+    if job is None:
+        logger.info("task %s held no running job when its hard time limit hit", task_id)
+        return
     try:
-        services.job_fail(job_id=job_id, error=time_limit_error(seconds), actor=WORKER_ACTOR)
-    except (services.InvalidTransitionError, services.JobNotFoundError):
-        logger.info("job %s had already ended when its hard time limit hit", job_id)
+        services.job_fail(
+            job_id=job.pk,
+            error=time_limit_error(seconds),
+            actor=WORKER_ACTOR,
+            lease_token=job.lease_token,
+        )
+    except (services.InvalidTransitionError, services.StaleLeaseError):
+        logger.info("job %s had already ended when its hard time limit hit", job.pk)
 
 
 def backoff_delay(*, attempt: int, base: float, maximum: float, jitter: bool) -> float:

@@ -73,6 +73,9 @@ class RunnerJob(models.Model):
     lease_token = models.UUIDField(null=True, blank=True)
     lease_owner = models.CharField(max_length=255, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The Celery task whose attempt holds the lease: how a hard time limit, reported by the
+    # worker's main process with only the task id, finds the job (a bell names no job).
+    lease_task_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
 
     # Idempotent create: one key per user; the fingerprint tells a repeat from a different body.
     # NULL when absent, so the unique constraint ignores jobs created without a key.
@@ -101,6 +104,15 @@ class RunnerJob(models.Model):
         default=dict, db_default=Value({}, output_field=models.JSONField()), blank=True
     )
 
+    # Flow control (SPEC §8): at most ``concurrency_limit`` jobs of one workspace and key run at
+    # once; the dispatcher (services/flow.py) leaves the others queued. NULL when unset.
+    concurrency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    concurrency_limit = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Not started before this moment (its due_at starts there). NULL when unset.
+    run_at = models.DateTimeField(null=True, blank=True)
+    # While a job of the workspace with this key is live, a create with it is refused (409).
+    unique_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -118,6 +130,23 @@ class RunnerJob(models.Model):
                 fields=["type", "-priority", "created_at"],
                 name="job_claimable_idx",
                 condition=Q(status="queued"),
+            ),
+            # The dispatcher (services/flow.py): the loose walk over workspaces with queued jobs
+            # and each workspace's head; the running jobs each workspace has.
+            models.Index(
+                fields=["workspace", "-priority", "created_at"],
+                name="job_queued_workspace_idx",
+                condition=Q(status="queued"),
+            ),
+            models.Index(
+                fields=["workspace", "type"],
+                name="job_running_workspace_idx",
+                condition=Q(status="running"),
+            ),
+            models.Index(
+                fields=["workspace", "concurrency_key"],
+                name="job_running_key_idx",
+                condition=Q(status="running", concurrency_key__isnull=False),
             ),
             models.Index(
                 fields=["status"],
@@ -151,6 +180,12 @@ class RunnerJob(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(progress__gte=0, progress__lte=100), name="job_progress_range"
+            ),
+            # Enforced by the database: of racing creates with one key exactly one inserts.
+            models.UniqueConstraint(
+                fields=["workspace", "unique_key"],
+                name="job_unique_key_live",
+                condition=Q(unique_key__isnull=False, status__in=["pending", "queued", "running"]),
             ),
             models.UniqueConstraint(
                 fields=["created_by", "idempotency_key"],

@@ -43,3 +43,13 @@ def job_types() -> dict[str, JobType]:
 
 def job_type_get(name: str) -> JobType | None:
     return job_types().get(name)
+
+
+def celery_type_names() -> list[str]:
+    """The registered types Celery workers run (every type but the coordinators')."""
+    return [name for name, job_type in job_types().items() if not job_type.external]
+
+
+def external_type_names() -> list[str]:
+    """The registered types coordinators claim."""
+    return [name for name, job_type in job_types().items() if job_type.external]

@@ -14,6 +14,7 @@ from runner_jobs.labels import MAX_METADATA_KEYS, MAX_TAGS, METADATA_VALUE_MAX_L
 from runner_jobs.models import JobEvent, JobStep, Operation, OperationAction, RunnerJob
 from runner_jobs.read_tokens import TTL_DEFAULT_SECONDS, TTL_MAX_SECONDS
 from runner_jobs.selectors import job_events_latest
+from runner_jobs.services.flow import CONCURRENCY_KEY_MAX_LENGTH, CONCURRENCY_LIMIT_MAX
 from runner_jobs.services.jobs import JobSpec
 from workspaces.models import Workspace
 
@@ -116,6 +117,10 @@ class RunnerJobSerializer(BuiltOnceSerializer):
             "queued_at",
             "started_at",
             "completed_at",
+            "concurrency_key",
+            "concurrency_limit",
+            "unique_key",
+            "run_at",
         ]
         read_only_fields = fields
 
@@ -163,6 +168,12 @@ def metadata_field(**kwargs: Any) -> "serializers.DictField":
     )
 
 
+class DuplicateJobSerializer(ErrorSerializer):
+    """409 ``duplicate_job``: the live job holding the create's ``unique_key``."""
+
+    job = RunnerJobSerializer()
+
+
 class JobCreateSerializer(serializers.Serializer[Any]):
     """The body of a create: shapes only. The service checks the type and the payload's size
     (``JobInputError``, also a 400)."""
@@ -186,6 +197,34 @@ class JobCreateSerializer(serializers.Serializer[Any]):
     )
     tags = labels_field()
     metadata = metadata_field()
+    concurrency_key = serializers.CharField(
+        max_length=CONCURRENCY_KEY_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="At most concurrency_limit jobs of the workspace with this key run at once.",
+    )
+    concurrency_limit = serializers.IntegerField(
+        min_value=1,
+        max_value=CONCURRENCY_LIMIT_MAX,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="1-1000, default 1; only with concurrency_key.",
+    )
+    unique_key = serializers.CharField(
+        max_length=CONCURRENCY_KEY_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="While a job of the workspace with this key is live, a create is a 409.",
+    )
+    run_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="ISO 8601; the job waits queued and does not start before it.",
+    )
 
     @staticmethod
     def spec(data: dict[str, Any]) -> JobSpec:

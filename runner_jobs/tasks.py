@@ -16,6 +16,7 @@ from django.conf import settings
 
 from runner_jobs import execution
 from runner_jobs.execution import TransientJobError
+from runner_jobs.services.bell import BELL_MARGIN_SECONDS
 from runner_jobs.services.operations import (
     RUN_OPERATION_TASK_NAME,
     operation_run,
@@ -56,7 +57,7 @@ class ExecuteJobTask(Task):
         """Celery's autoretry calls this with a countdown from its own retry count; a job
         queued again carries the delay its ``job.retry_scheduled`` event recorded: use that."""
         if isinstance(exc, TransientJobError) and exc.retry_delay is not None:
-            countdown = exc.retry_delay
+            countdown = exc.retry_delay + BELL_MARGIN_SECONDS
         return super().retry(
             args, kwargs, exc, throw, eta, countdown, max_retries=max_retries, **options
         )
@@ -64,7 +65,7 @@ class ExecuteJobTask(Task):
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         # Called in the worker's main process after a hard time limit killed the attempt.
         if isinstance(exc, TimeLimitExceeded):
-            execution.job_fail_time_limit(job_id=args[0], seconds=settings.CELERY_TASK_TIME_LIMIT)
+            execution.job_fail_time_limit(task_id=task_id, seconds=settings.CELERY_TASK_TIME_LIMIT)
 
 
 @shared_task(
@@ -80,9 +81,13 @@ class ExecuteJobTask(Task):
     # The job's attempts/max_attempts decide when to stop, not Celery's retry count.
     max_retries=None,
 )
-def execute_job_task(self: ExecuteJobTask, job_id: str) -> None:
+def execute_job_task(self: ExecuteJobTask, job_id: str | None = None) -> None:
+    """A doorbell: claim and run the best runnable job. ``job_id`` (the job whose create or
+    retry rang, or none) is not what runs: the dispatcher chooses (``services.flow``)."""
     execution.job_execute(
-        job_id=job_id, worker=self.request.hostname or "worker", retry_delay=self.backoff_delay
+        worker=self.request.hostname or "worker",
+        task_id=self.request.id or "eager",
+        retry_delay=self.backoff_delay,
     )
 
 

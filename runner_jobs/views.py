@@ -31,6 +31,7 @@ from runner_jobs.read_tokens import ReadTokenAuthentication, read_token_create
 from runner_jobs.selectors import job_events, job_get_for_user, jobs_for_user
 from runner_jobs.serializers import (
     BulkOperationSerializer,
+    DuplicateJobSerializer,
     ErrorSerializer,
     JobCreateSerializer,
     JobEventSerializer,
@@ -240,6 +241,10 @@ class RunnerJobViewSet(
             403: FORBIDDEN,
             404: api_error("No such workspace among yours."),
             413: TOO_LARGE,
+            409: OpenApiResponse(
+                DuplicateJobSerializer,
+                description="`duplicate_job`: a job with this unique_key is live; `job` is it.",
+            ),
             422: api_error("`idempotency_conflict`: the key was used with a different body."),
         },
     )

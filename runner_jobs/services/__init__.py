@@ -7,6 +7,7 @@ tests. Errors live in ``runner_jobs.errors`` (they import nothing of the service
 from runner_jobs.errors import (
     BrokerUnavailableError,
     ConcurrentUpdateError,
+    DuplicateJobError,
     IdempotencyConflictError,
     InvalidTransitionError,
     JobInputError,
@@ -24,6 +25,7 @@ from .jobs import (
     job_attempt_failed,
     job_cancel,
     job_claim,
+    job_claim_next,
     job_complete,
     job_create,
     job_fail,
@@ -31,7 +33,6 @@ from .jobs import (
     job_progress_update,
     job_retry,
     job_start,
-    job_start_if_due,
 )
 from .operations import (
     jobs_matching,
@@ -51,6 +52,7 @@ __all__ = [
     "PRUNE_BATCH_SIZE",
     "BrokerUnavailableError",
     "ConcurrentUpdateError",
+    "DuplicateJobError",
     "IdempotencyConflictError",
     "InvalidTransitionError",
     "JobCreateResult",
@@ -67,6 +69,7 @@ __all__ = [
     "job_attempt_failed",
     "job_cancel",
     "job_claim",
+    "job_claim_next",
     "job_complete",
     "job_create",
     "job_dispatch",
@@ -77,7 +80,6 @@ __all__ = [
     "job_release",
     "job_retry",
     "job_start",
-    "job_start_if_due",
     "job_status_report",
     "jobs_matching",
     "jobs_prune",

@@ -1,8 +1,9 @@
-"""Handing Celery-run jobs to the broker.
+"""Ringing Celery workers' doorbell.
 
-The database is the source of truth and the broker only a doorbell: a message names a job id,
-and the job's row, not the message, says whether there is work. A lost message is sent again by
-the sweeper; a duplicate finds the job no longer ``queued`` and does nothing.
+The database is the source of truth and the broker only a doorbell: a message says "a job may
+be runnable"; the worker that receives it claims the best runnable job (``flow``), whichever
+job rang. Each queued Celery-run job rings once (create, retry, recovery); a lost message is
+rung again by the sweeper; a bell that finds nothing runnable does nothing.
 """
 
 import logging
@@ -12,42 +13,31 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
-from kombu.exceptions import OperationalError
 
-from config.celery import app as celery_app
 from runner_jobs.errors import BrokerUnavailableError, InvalidTransitionError
 from runner_jobs.events import EventType
 from runner_jobs.models import JobStatus, RunnerJob
 
+from .bell import bell_ring
 from .changes import Change, queue_fields
 from .locking import job_update_locked
 from .transitions import require_status
 
 logger = logging.getLogger(__name__)
 
-EXECUTE_TASK_NAME = "runner_jobs.execute_job"
-HIGHEST_JOB_PRIORITY = 9
-
-
-def broker_priority(priority: int) -> int:
-    """Our priority (0-9, higher runs first) as kombu's Redis priority (0-9, LOWER first)."""
-    return HIGHEST_JOB_PRIORITY - priority
+# A run_at further ahead is not rung by a delayed message (a worker would hold it in memory
+# all that time): the sweeper rings it once it is overdue.
+RUN_AT_BELL_MAX_SECONDS = 3600
 
 
 def job_publish(job: RunnerJob) -> None:
-    """Send ``job``'s execution message; ``BrokerUnavailableError`` when the broker refuses."""
-    try:
-        celery_app.send_task(
-            EXECUTE_TASK_NAME,
-            args=[str(job.pk)],
-            priority=broker_priority(job.priority),
-            # None, not omitted: otherwise Celery copies the sending process's time limits into
-            # the message (when that process has the task registered), overriding the worker's.
-            time_limit=None,
-            soft_time_limit=None,
-        )
-    except OperationalError as exc:
-        raise BrokerUnavailableError(f"The broker is unreachable: {exc}") from exc
+    """Ring the bell for ``job`` (the dispatcher chooses what runs), at its due time when that
+    is ahead (a ``run_at``) and no further than ``RUN_AT_BELL_MAX_SECONDS``: a later job is rung
+    by the sweeper once it is overdue; ``BrokerUnavailableError`` when the broker refuses."""
+    wait = (job.due_at - timezone.now()).total_seconds() if job.due_at else 0
+    if wait > RUN_AT_BELL_MAX_SECONDS:
+        return
+    bell_ring(job_id=str(job.pk), priority=job.priority, countdown=max(0.0, wait))
 
 
 def job_publish_on_commit(job: RunnerJob) -> None:
@@ -60,9 +50,9 @@ def job_publish_on_commit(job: RunnerJob) -> None:
         # Mark the job overdue now (its due time moves back by the redispatch period), so the
         # sweeper's next pass sends it instead of waiting that whole period. Not a change of
         # the job's state: no event, no version bump (like a lease renewal).
-        RunnerJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-            due_at=F("due_at") - timedelta(seconds=settings.RUNNER_REDISPATCH_AFTER_SECONDS)
-        )
+        RunnerJob.objects.filter(
+            pk=job.pk, status=JobStatus.QUEUED, due_at__lte=timezone.now()
+        ).update(due_at=F("due_at") - timedelta(seconds=settings.RUNNER_REDISPATCH_AFTER_SECONDS))
         logger.warning("job %s: message not sent, the sweeper will: %s", job.pk, exc.detail)
 
 

@@ -4,8 +4,10 @@ changes and which event records it) run through one of the two lock helpers."""
 
 import hashlib
 import json
+import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -18,17 +20,18 @@ from django.utils import timezone
 
 from runner_jobs import metrics
 from runner_jobs.errors import (
+    DuplicateJobError,
     IdempotencyConflictError,
     InvalidTransitionError,
     JobInputError,
 )
 from runner_jobs.events import EventType
 from runner_jobs.labels import metadata_errors, tags_errors, tags_normalized
-from runner_jobs.models import JobStatus, RunnerJob
+from runner_jobs.models import ACTIVE_STATUSES, JobStatus, RunnerJob
 from runner_jobs.registry import JobType, job_type_get
 from workspaces.models import Workspace
 
-from . import statements
+from . import flow, statements
 from .changes import (
     LEASE_CLEARED,
     Change,
@@ -51,11 +54,16 @@ from .locking import (
 )
 from .transitions import RETRYABLE_STATUSES, require_status, transition_check
 
+logger = logging.getLogger(__name__)
 S = JobStatus
 E = EventType
 RUNNING_ONLY = frozenset({JobStatus.RUNNING})
 SYSTEM = "system"
 
+CLAIM_ATTEMPTS = 5
+# A claim that found nothing while runnable jobs remain looks again after 10, 20, 40, 80 ms.
+CLAIM_BACKOFF_SECONDS = 0.01
+UNIQUE_KEY_INDEX = "job_unique_key_live"
 ALREADY_RETRIED = "It was already retried; act on its retry (its retry_of names this job)."
 WORKER_LOST_ERROR = "Worker lost: the job's lease expired while it was running."
 
@@ -72,6 +80,10 @@ class JobSpec:
     max_attempts: int | None = None
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    unique_key: str | None = None
+    run_at: datetime | None = None
 
     @classmethod
     def of(cls, job: RunnerJob) -> "JobSpec":
@@ -84,6 +96,9 @@ class JobSpec:
             max_attempts=job.max_attempts,
             tags=list(job.tags),
             metadata=dict(job.metadata),
+            concurrency_key=job.concurrency_key,
+            concurrency_limit=job.concurrency_limit,
+            unique_key=job.unique_key,
         )
 
     def fingerprint(self, workspace: Workspace) -> str:
@@ -112,13 +127,23 @@ class JobSpec:
             errors["tags"] = tag_errors
         if meta_errors := metadata_errors(self.metadata):
             errors["metadata"] = meta_errors
+        errors.update(
+            flow.spec_errors(self.concurrency_key, self.concurrency_limit, self.unique_key)
+        )
         if errors:
             raise JobInputError(errors)
         assert job_type is not None
         return job_type
 
 
-FINGERPRINT_IF_SET = ("tags", "metadata")
+FINGERPRINT_IF_SET = (
+    "tags",
+    "metadata",
+    "concurrency_key",
+    "concurrency_limit",
+    "unique_key",
+    "run_at",
+)
 # What a retry may change (SPEC §9 "Retry with changes").
 RETRY_CHANGEABLE_FIELDS = frozenset({"payload", "priority", "tags", "metadata"})
 
@@ -158,20 +183,22 @@ def _job_insert(
         created_by=created_by,
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=flow.concurrency_limit(spec.concurrency_key, spec.concurrency_limit),
+        unique_key=spec.unique_key,
+        run_at=spec.run_at,
         version=2,
         tags=tags_normalized(spec.tags),
         metadata=spec.metadata,
-        **queue_fields(),
+        **flow.queued_fields(spec.run_at),
     )
     created_payload: dict[str, Any] = {"type": job_type.name, "priority": spec.priority}
     if retry_of is not None:
         created_payload["retry_of"] = str(retry_of.pk)
     created_payload.update(event_extra or {})
     queued_by, queued_payload = (actor, {"external": True}) if job_type.external else (SYSTEM, {})
-    written = statements.job_insert(
-        job,
-        [(E.JOB_CREATED, actor, created_payload), (E.JOB_QUEUED, queued_by, queued_payload)],
-    )
+    events = [(E.JOB_CREATED, actor, created_payload), (E.JOB_QUEUED, queued_by, queued_payload)]
+    written = _insert_unique(job, events)
     job = written.job
     events_committed_on_commit(written.events, workspace_id=job.workspace_id)
     metrics.job_changes_observed(
@@ -180,6 +207,36 @@ def _job_insert(
     if not job_type.external:
         transaction.on_commit(lambda: job_publish_on_commit(job), robust=True)
     return job
+
+
+def _insert_unique(job: RunnerJob, events: Sequence[statements.EventSpec]) -> statements.Written:
+    """``statements.job_insert``; with a ``unique_key`` a live job holding it (the partial
+    unique index decides, so of racing creates exactly one inserts) raises
+    ``DuplicateJobError`` with that job. Inside a transaction the insert gets a savepoint, so
+    the refusal leaves the caller's transaction usable; in autocommit the statement alone."""
+    if job.unique_key is None:
+        return statements.job_insert(job, events)
+    while True:
+        try:
+            in_transaction = transaction.get_connection().in_atomic_block
+            with transaction.atomic() if in_transaction else nullcontext():
+                return statements.job_insert(job, events)
+        except IntegrityError as exc:
+            constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+            if constraint != UNIQUE_KEY_INDEX:
+                raise
+        live = (
+            RunnerJob.objects.select_related("workspace", "created_by")
+            .filter(
+                workspace_id=job.workspace_id,
+                unique_key=job.unique_key,
+                status__in=ACTIVE_STATUSES,
+            )
+            .first()
+        )
+        if live is not None:
+            raise DuplicateJobError(live)
+        # The live job ended between the refused insert and this read: the key is free now.
 
 
 def job_create(
@@ -271,28 +328,80 @@ def job_claim(
     claimers skip each other's rows, so no job is claimed twice."""
     with transaction.atomic():
         jobs = jobs_lock_claimable(types=types, limit=limit, workspace_ids=workspace_ids)
-        return [job_write(job, _start_change(job, worker), actor) for job in jobs]
+        return [
+            job_write(job, _start_change(job, worker), actor) for job in jobs if flow.slot_take(job)
+        ]
 
 
 def _lease_renewal() -> statements.Assignment:
     return statements.Assignment("lease_expires_at", "%s", (lease_expiry(),))
 
 
-def job_start_if_due(
+def job_claim_next(
     *,
-    job_id: uuid.UUID | str,
     actor: str,
     worker: str,
+    task_id: str,
     exclude_types: list[str],
     tolerance: float,
 ) -> RunnerJob | None:
-    """A worker's start, in one statement: ``queued`` -> ``running`` with a new attempt and a
-    fresh lease, only if the job is queued, due (``tolerance`` seconds of clock skew allowed)
-    and not of one of ``exclude_types`` (external types, the coordinator's). None when it is
-    not: a duplicate message, a job cancelled or started meanwhile, a coordinator's job."""
-    lease = lease_fields(worker)
-    written = statements.job_update_where(
-        job_id=job_id,
+    """A worker's claim, in one statement (looked again at when it finds nothing while runnable
+    jobs remain): the best runnable job not of ``exclude_types`` (the
+    coordinators' types; the dispatcher's choice, ``flow.pick_ctes``) goes ``queued`` ->
+    ``running`` with a new attempt and a fresh lease, recorded as held by the Celery task
+    ``task_id`` (so a hard time limit can find the job its process ran). ``tolerance`` seconds
+    of clock skew count a job due that soon as due.
+    None when nothing may start (every runnable job taken, or none waiting).
+
+    One statement for a job without a concurrency key; a keyed job's claim counts its key once
+    more under the key's lock (``flow.slot_held``) and is rolled back and tried again if another
+    claimer took the last slot meanwhile."""
+    for attempt in range(CLAIM_ATTEMPTS):
+        if attempt:
+            time.sleep(CLAIM_BACKOFF_SECONDS * 2 ** (attempt - 1))
+        due = (exclude_types, timezone.now() + timedelta(seconds=tolerance))
+        job = _claim_once(actor=actor, worker=worker, task_id=task_id, due=due)
+        if job is not None:
+            return job
+        # Nothing claimed, but a bell may give up only when nothing is left to start: its
+        # statement's snapshot may predate jobs committed since (their bells may have taken the
+        # jobs this one saw), or its rows were held by claimers that will not take them (a lost
+        # key slot). A fresh snapshot decides (docs/decisions/0140-dispatcher.md, "No bell lost").
+        if not flow.runnable_exists(exclude_types=exclude_types):
+            return None
+    logger.info("claim: runnable jobs left to other claimers after %d attempts", CLAIM_ATTEMPTS)
+    return None
+
+
+def _claim_once(
+    *, actor: str, worker: str, task_id: str, due: tuple[list[str], Any]
+) -> RunnerJob | None:
+    """One claim: the started job, or None (nothing unlocked was runnable in the statement's
+    snapshot, or a keyed job's slot was taken meanwhile and the claim rolled back)."""
+    # A transaction: a keyed job's claim holds its key's advisory lock until commit.
+    with transaction.atomic():
+        written = _claim_statement(actor=actor, worker=worker, task_id=task_id, due=due)
+        if written is None:
+            return None
+        if not flow.slot_held(written.job):
+            # Another claimer took the key's last slot after this statement's snapshot.
+            transaction.set_rollback(True)
+            return None
+        events_committed_on_commit(written.events, workspace_id=written.job.workspace_id)
+    metrics.job_changes_observed(
+        job=written.job, event_types=[E.JOB_STARTED], actor=actor, transition=True
+    )
+    return written.job
+
+
+def _claim_statement(
+    *, actor: str, worker: str, task_id: str, due: tuple[list[str], Any]
+) -> statements.Written | None:
+    exclude_types, now = due
+    lease = {**lease_fields(worker), "lease_task_id": task_id}
+    ctes, cte_params = flow.pick_ctes(exclude_types=exclude_types, now=now)
+    return statements.job_update_where(
+        job_id=None,
         statuses=[S.QUEUED],
         lease_token=None,
         assignments=[
@@ -305,16 +414,10 @@ def job_start_if_due(
         actor=actor,
         payload={"worker": worker},
         payload_from_row={"attempt": "attempts"},
-        extra_where="NOT (type = ANY(%s)) AND (due_at IS NULL OR due_at <= %s)",
-        extra_params=[exclude_types, timezone.now() + timedelta(seconds=tolerance)],
+        extra_where="id = (SELECT id FROM pick)",
+        ctes=ctes,
+        cte_params=cte_params,
     )
-    if written is None:
-        return None
-    events_committed_on_commit(written.events, workspace_id=written.job.workspace_id)
-    metrics.job_changes_observed(
-        job=written.job, event_types=[E.JOB_STARTED], actor=actor, transition=True
-    )
-    return written.job
 
 
 def job_progress_update(

@@ -32,13 +32,15 @@ from runner_jobs.errors import (
     PreconditionFailedError,
     StaleLeaseError,
 )
-from runner_jobs.models import RunnerJob
+from runner_jobs.models import JobStatus, RunnerJob
 
-from . import statements
+from . import flow, statements
+from .bell import bell_on_slot_freed
 from .changes import Change, LeaseToken, Plan
 from .events import event_record, events_committed_on_commit
 
 OPTIMISTIC_ATTEMPTS = 3
+RUNNING = JobStatus.RUNNING
 OPTIMISTIC_BACKOFF_BASE_SECONDS = 0.01
 
 
@@ -79,24 +81,27 @@ def job_lock(job_id: uuid.UUID | str) -> RunnerJob:
 def jobs_lock_claimable(
     *, types: list[str], limit: int, workspace_ids: list[int] | None
 ) -> list[RunnerJob]:
-    """Lock up to ``limit`` due queued jobs of ``types``, skipping rows another claimer holds,
-    highest priority first, then oldest."""
+    """Lock up to ``limit`` runnable jobs of ``types`` (the dispatcher's predicate,
+    ``flow.runnable_sql``), skipping rows another claimer holds, highest priority first, then
+    oldest."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("jobs_lock_claimable must run inside transaction.atomic()")
-    queryset = RunnerJob.objects.filter(status="queued", type__in=types, due_at__lte=timezone.now())
+    runnable, params = flow.runnable_sql("j", types=types, now=timezone.now())
     if workspace_ids is not None:
-        queryset = queryset.filter(workspace_id__in=workspace_ids)
-    return list(
-        queryset.select_for_update(skip_locked=True, of=("self",)).order_by(
-            "-priority", "created_at"
-        )[:limit]
+        runnable += " AND j.workspace_id = ANY(%s)"
+        params.append(workspace_ids)
+    sql = (
+        f'SELECT j.* FROM "{RunnerJob._meta.db_table}" j WHERE {runnable} '
+        "ORDER BY j.priority DESC, j.created_at LIMIT %s FOR UPDATE OF j SKIP LOCKED"
     )
+    return list(RunnerJob.objects.raw(sql, [*params, limit]))
 
 
 def job_write(job: RunnerJob, change: Change, actor: str) -> RunnerJob:
     """Apply ``change`` to ``job`` if its version is still the one read; write its event.
 
     Used directly only on rows this transaction created or already holds locked."""
+    was = job.status
     with transaction.atomic():
         updated = RunnerJob.objects.filter(pk=job.pk, version=job.version).update(
             **change.fields, version=F("version") + 1
@@ -112,6 +117,7 @@ def job_write(job: RunnerJob, change: Change, actor: str) -> RunnerJob:
         )
         if change.on_commit:
             transaction.on_commit(change.on_commit)
+        bell_on_slot_freed(job, was=was)
         metrics.job_change_observed(
             job=job, event_type=change.event_type, actor=actor, transition="status" in change.fields
         )
@@ -173,6 +179,7 @@ def job_update_conditional(
         if written is not None:
             job = written.job
             events_committed_on_commit(written.events, workspace_id=job.workspace_id)
+            bell_on_slot_freed(job, was=JobStatus.RUNNING if RUNNING in statuses else "")
             metrics.job_changes_observed(
                 job=job,
                 event_types=[write["event_type"]],

@@ -159,7 +159,7 @@ class Assignment:
 
 def job_update_where(
     *,
-    job_id: uuid.UUID | str,
+    job_id: uuid.UUID | str | None,
     statuses: Sequence[str],
     lease_token: uuid.UUID | str | None,
     assignments: Sequence[Assignment],
@@ -170,18 +170,27 @@ def job_update_where(
     step_id: int | None = None,
     extra_where: str = "",
     extra_params: Sequence[Any] = (),
+    ctes: str = "",
+    cte_params: Sequence[Any] = (),
 ) -> Written | None:
     """One conditional write: ``UPDATE ... SET <assignments>, version = version + 1 WHERE id
     AND status IN statuses [AND lease_token]`` and its event, in one statement. None when no
     row matched (the caller reads the job once to say why). ``payload_from_row`` adds the
-    changed row's columns to the event payload (e.g. the stored progress)."""
-    try:
-        job_uuid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
-    except ValueError:
-        return None  # no such job; the caller's read says so
+    changed row's columns to the event payload (e.g. the stored progress).
+
+    Without a ``job_id`` the row is the one ``extra_where`` selects, usually from ``ctes``
+    (``WITH RECURSIVE`` common table expressions written before the UPDATE's own): the
+    dispatcher's claim of the best runnable job (``services/flow.py``)."""
+    where = "status = ANY(%s)"
+    where_params: list[Any] = [list(statuses)]
+    if job_id is not None:
+        try:
+            job_uuid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+        except ValueError:
+            return None  # no such job; the caller's read says so
+        where, where_params = f"id = %s AND {where}", [job_uuid, *where_params]
     sets = ", ".join(f'"{a.column}" = {a.sql}' for a in assignments)
     set_params = [p for a in assignments for p in a.params]
-    where, where_params = "id = %s AND status = ANY(%s)", [job_uuid, list(statuses)]
     if lease_token is not None:
         where += " AND lease_token = %s"
         where_params.append(str(lease_token))
@@ -196,13 +205,14 @@ def job_update_where(
         "SELECT 0 AS n, %s::bigint AS step_id, %s AS type, %s AS actor, "
         f"{payload_expr} AS payload FROM job"
     )
-    sql = (
-        f'WITH job AS (UPDATE "{RunnerJob._meta.db_table}" SET {sets}, version = version + 1 '
+    sql = (f"WITH RECURSIVE {ctes}, " if ctes else "WITH ") + (
+        f'job AS (UPDATE "{RunnerJob._meta.db_table}" SET {sets}, version = version + 1 '
         f"WHERE {where} RETURNING *), "
         f"ev AS ({_event_insert('job', values)}) "
         f"SELECT {_job_select()}"
     )
     params = [
+        *cte_params,
         *set_params,
         *where_params,
         *_event_params([(event_type, actor, payload)], step_id),

@@ -20,8 +20,9 @@ from django.utils import timezone
 from runner_jobs import metrics
 from runner_jobs.errors import BrokerUnavailableError, InvalidTransitionError
 from runner_jobs.models import JobStatus, RunnerJob
-from runner_jobs.registry import job_types
+from runner_jobs.registry import celery_type_names
 
+from . import flow
 from .dispatch import (
     job_dispatch,
     job_publish,
@@ -64,10 +65,6 @@ def _id_batches(queryset: QuerySet[RunnerJob]) -> Iterator[list[uuid.UUID]]:
         if len(ids) < SWEEP_BATCH_SIZE:
             return
         last = ids[-1]
-
-
-def _celery_type_names() -> list[str]:
-    return [name for name, job_type in job_types().items() if not job_type.external]
 
 
 def _send_each(queryset: QuerySet[RunnerJob], send: Callable[..., RunnerJob]) -> int:
@@ -118,10 +115,10 @@ def _sweep() -> SweepReport:
             job_dispatch,
         )
         report.redispatched = _send_each(
+            # Only jobs that may start: a job waiting for its concurrency key is not overdue.
             RunnerJob.objects.filter(
-                status=JobStatus.QUEUED,
-                type__in=_celery_type_names(),
                 due_at__lt=redispatch_cutoff(),
+                pk__in=flow.runnable_ids(types=celery_type_names(), now=now),
             ),
             job_redispatch,
         )
@@ -136,7 +133,7 @@ def _sweep() -> SweepReport:
 
 def _recover_lost(report: SweepReport, now: datetime) -> None:
     expired = RunnerJob.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
-    celery_types = set(_celery_type_names())
+    celery_types = set(celery_type_names())
     for ids in _id_batches(expired):
         for job_id in ids:
             try:

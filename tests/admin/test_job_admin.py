@@ -180,6 +180,15 @@ def test_job_page_is_read_only(admin_client_bob):
     assert snapshot(job) == before
 
 
+def test_job_page_shows_the_flow_control_fields(admin_client_bob):
+    job = job_in_state(
+        "queued", concurrency_key="acct-42", concurrency_limit=3, unique_key="nightly-7"
+    )
+    body = admin_client_bob.get(change_url(job)).content.decode()
+    assert "Flow control" in body
+    assert "acct-42" in body and "nightly-7" in body
+
+
 def test_job_page_buttons_follow_the_status(admin_client_bob):
     running = admin_client_bob.get(change_url(job_in_state("running"))).content.decode()
     assert "rj-cancel-button" in running

@@ -57,6 +57,10 @@ def test_create_returns_201_with_the_job_etag_and_location(client):
         "queued_at": body["queued_at"],
         "started_at": None,
         "completed_at": None,
+        "concurrency_key": None,
+        "concurrency_limit": None,
+        "unique_key": None,
+        "run_at": None,
     }
     assert body["queued_at"] is not None
     assert response["ETag"] == '"2"'

@@ -13,7 +13,7 @@ SHARED = {"400", "401", "406", "413", "429", "500", "503"}
 WRITE = {"411", "403"}
 BODY = {"415"}
 DOCUMENTED = {
-    ("/api/v1/runner-jobs/", "post"): SHARED | WRITE | BODY | {"200", "201", "404", "422"},
+    ("/api/v1/runner-jobs/", "post"): SHARED | WRITE | BODY | {"200", "201", "404", "409", "422"},
     ("/api/v1/runner-jobs/", "get"): SHARED | {"200"},
     ("/api/v1/runner-jobs/{id}/", "get"): SHARED | {"200", "404"},
     ("/api/v1/runner-jobs/{id}/cancel/", "post"): SHARED | WRITE | {"200", "404", "409", "412"},

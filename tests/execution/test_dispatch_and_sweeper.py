@@ -13,7 +13,8 @@ from config.celery import app as celery_app
 from runner_jobs import services
 from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.services import sweeper
-from runner_jobs.services.dispatch import broker_priority, job_dispatch_on_commit
+from runner_jobs.services.bell import broker_priority
+from runner_jobs.services.dispatch import job_dispatch_on_commit
 from runner_jobs.services.jobs import WORKER_LOST_ERROR
 from tests.execution.conftest import broker_url
 from tests.factories import WorkspaceFactory, job_in_state

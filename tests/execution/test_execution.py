@@ -34,8 +34,14 @@ def test_types(settings):
     settings.RUNNER_JOB_TYPES = TEST_TYPES
 
 
+def ring(delay: float = 0.5) -> None:
+    """One doorbell, answered as a worker would."""
+    job_execute(worker="test-worker", task_id="t1", retry_delay=lambda attempt: delay)
+
+
 def run(job: RunnerJob, delay: float = 0.5) -> RunnerJob:
-    job_execute(job_id=str(job.pk), worker="test-worker", retry_delay=lambda attempt: delay)
+    """Ring once; ``job``, reloaded (the bell runs the best runnable job, here the only one)."""
+    ring(delay)
     job.refresh_from_db()
     return job
 
@@ -141,8 +147,8 @@ class TestMessagesThatDoNothing:
         job = run(job)
         assert (job.status, job.version, job.attempts) == before
 
-    def test_an_unknown_job_id(self):
-        job_execute(job_id="6d0f4b4a-5f0e-4b53-9d89-000000000000", worker="w", retry_delay=abs)
+    def test_a_bell_with_nothing_queued(self):
+        ring()
         assert not RunnerJob.objects.exists()
 
     def test_a_coordinator_job(self):
@@ -176,18 +182,17 @@ class TestWhileRunning:
             assert time.monotonic() < deadline
             time.sleep(0.02)
 
-    def test_a_start_waits_for_a_writer_holding_the_job_then_sees_its_change(self):
-        """The start is one conditional UPDATE: while a cancel holds the job's row lock the
-        start waits for it, then re-checks its condition on the cancelled row and does
-        nothing, so the job is never started after its cancel."""
+    def test_a_bell_skips_a_job_a_writer_holds_and_never_starts_it_after_its_cancel(self):
+        """The claim locks with SKIP LOCKED: while a cancel holds the job's row lock the bell
+        passes it by at once (no wait), so the job is never started after its cancel."""
         job = job_in_state("queued")
-        locked, done = threading.Event(), threading.Event()
+        locked, rung = threading.Event(), threading.Event()
 
         def cancelling() -> None:
             with transaction.atomic():
                 job_lock(job.pk)
                 locked.set()
-                done.wait(0.5)  # the worker's start is already waiting on the lock
+                rung.wait(5)
                 services.job_cancel(job_id=job.pk, actor="u")
             connection.close()
 
@@ -195,9 +200,14 @@ class TestWhileRunning:
         canceller.start()
         locked.wait(5)
         try:
-            after = run(job)
+            started = time.monotonic()
+            during = run(job)
+            waited = time.monotonic() - started
         finally:
+            rung.set()
             canceller.join()
+        assert (during.status, during.attempts) == ("queued", 0) and waited < 2
+        after = run(job)
         assert (after.status, after.attempts) == ("cancelled", 0)
         assert not JobEvent.objects.filter(job=job, type="job.started").exists()
 
@@ -296,19 +306,25 @@ class TestTasks:
         delay = JobEvent.objects.get(job=job, type="job.retry_scheduled").payload["delay"]
         assert 1 <= delay <= 2  # RUNNER_RETRY_BACKOFF_SECONDS=2, first attempt, jittered
 
-    def test_a_hard_time_limit_fails_the_job_saying_so(self, settings):
+    def test_a_hard_time_limit_fails_the_job_its_task_ran(self, settings):
+        """The main process knows only the task id: the job is the running one whose lease
+        that task's attempt holds, not another running job."""
         job = job_in_state("running")
-        execute_job_task.on_failure(TimeLimitExceeded(630), "task-id", [str(job.pk)], {}, None)
+        other = job_in_state("running")
+        RunnerJob.objects.filter(pk=job.pk).update(lease_task_id="task-id")
+        RunnerJob.objects.filter(pk=other.pk).update(lease_task_id="other-task")
+        execute_job_task.on_failure(TimeLimitExceeded(630), "task-id", [], {}, None)
         job.refresh_from_db()
         seconds = settings.CELERY_TASK_TIME_LIMIT
         assert (job.status, job.error) == (
             "failed",
             f"Time limit exceeded: the attempt ran longer than {seconds} s.",
         )
-        execute_job_task.on_failure(TimeLimitExceeded(630), "task-id", [str(job.pk)], {}, None)
-        execute_job_task.on_failure(ValueError("x"), "task-id", [str(job.pk)], {}, None)
+        execute_job_task.on_failure(TimeLimitExceeded(630), "task-id", [], {}, None)
+        execute_job_task.on_failure(ValueError("x"), "task-id", [], {}, None)
         job.refresh_from_db()
-        assert job.version == 4
+        other.refresh_from_db()
+        assert job.version == 4 and other.status == "running"
 
     def test_the_sweep_task_reports_what_it_did(self):
         assert sweep_task() == {

@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from chaos.servers import PG_BIN, ThrowawayPostgres, free_port
+from chaos.servers import PG_BIN, ThrowawayPostgres
 from tests.ops.conftest import port_wait
 
 ROOT = Path(__file__).resolve().parents[2]
-# Free ports, not fixed ones: another run on the machine may hold any given port.
-PG_PORT = free_port()
-WEB_PORT = free_port()
+PG_PORT = 54396
+WEB_PORT = 8096
 DATABASE_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/runner_jobs_outage"
 
 pytestmark = pytest.mark.skipif(not (PG_BIN / "initdb").exists(), reason="needs PostgreSQL 15")

@@ -19,16 +19,29 @@ def statements(captured: CaptureQueriesContext) -> list[str]:
 
 
 def test_a_worker_runs_an_echo_job_in_three_statements():
-    """Start (job + ``job.started``), the workspace's webhook endpoints once for the task,
-    complete (job + ``job.completed``): no BEGIN/COMMIT, no lock taken apart from the UPDATEs'."""
+    """The claim (the dispatcher's choice, job + ``job.started``) in a transaction, so that a
+    keyed job's claim can hold its key's lock until commit (docs/decisions/0140-dispatcher.md);
+    the workspace's webhook endpoints once for the task; complete (job + ``job.completed``)."""
     job = job_in_state("queued")
     with CaptureQueriesContext(connection) as captured:
         execute_job_task.apply(args=[str(job.pk)])
-    sql = statements(captured)
+    sql = [q for q in statements(captured) if q not in ("BEGIN", "COMMIT")]
     assert len(sql) == 3, "\n".join(q[:100] for q in sql)
+    assert len(statements(captured)) == 5
     job.refresh_from_db()
     assert (job.status, job.version) == ("completed", 4)
     assert job.version == JobEvent.objects.filter(job=job).count()
+
+
+def test_a_keyed_claim_counts_its_key_once_more():
+    job = job_in_state("queued", concurrency_key="k", concurrency_limit=2)
+    with CaptureQueriesContext(connection) as captured:
+        execute_job_task.apply()
+    sql = [q for q in statements(captured) if q not in ("BEGIN", "COMMIT")]
+    assert len(sql) == 4, "\n".join(q[:100] for q in sql)
+    assert sql[1].startswith("SELECT COUNT(*)")
+    job.refresh_from_db()
+    assert job.status == "completed"
 
 
 @pytest.mark.parametrize("report", ["progress", "event"])

@@ -1,0 +1,83 @@
+"""Flow control with real Celery workers, Redis and PostgreSQL (SPEC §8): concurrency keys and
+fairness between workspaces, measured from the jobs' events."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.db.models import Max, Min
+from django.utils import timezone
+
+from runner_jobs.models import JobEvent, RunnerJob
+from tests.execution.test_worker import create, finished
+from tests.factories import WorkspaceFactory
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+TERMINAL_EVENTS = ("job.completed", "job.failed", "job.cancelled")
+
+
+def most_running_at_once(jobs: list[RunnerJob]) -> int:
+    """The largest number of ``jobs`` running at one moment, from their ``job.started`` and
+    terminal events (an end at the same instant as a start counts first)."""
+    marks = []
+    for event in JobEvent.objects.filter(job__in=jobs, type__in=("job.started", *TERMINAL_EVENTS)):
+        marks.append((event.timestamp, 1 if event.type == "job.started" else -1))
+    running = most = 0
+    for _, step in sorted(marks, key=lambda mark: (mark[0], mark[1])):
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_twenty_keyed_jobs_run_two_at_a_time_and_finish_in_about_ten_seconds(
+    start_worker, workspace
+):
+    start_worker(concurrency=4)
+    jobs = [
+        create(workspace, "sleep", {"seconds": 1}, concurrency_key="acct-42", concurrency_limit=2)
+        for _ in range(20)
+    ]
+    done = [finished(job, timeout=40) for job in jobs]
+    assert {job.status for job in done} == {"completed"}
+    assert most_running_at_once(jobs) == 2
+    span = RunnerJob.objects.filter(pk__in=[j.pk for j in jobs]).aggregate(
+        first=Min("started_at"), last=Max("completed_at")
+    )
+    elapsed = (span["last"] - span["first"]).total_seconds()
+    # Ten rounds of one second; a freed slot is taken within about a second (never a sweep).
+    assert 10 <= elapsed < 16, elapsed
+    redispatched = JobEvent.objects.filter(job__in=jobs, type="job.redispatched").count()
+    assert redispatched == 0
+
+
+def test_one_workspace_backlog_does_not_hold_up_another(start_worker):
+    """A's 300 queued jobs, then B's one: B's job starts within about a second, before A's
+    backlog has drained."""
+    a, b = WorkspaceFactory(), WorkspaceFactory()
+    start_worker(concurrency=2)
+    backlog = [create(a, "sleep", {"seconds": 0.2}) for _ in range(300)]
+    time.sleep(1)
+    mine = create(b, "echo", {"b": 1})
+    mine = finished(mine, timeout=10)
+    wait = (mine.started_at - mine.created_at).total_seconds()
+    assert wait < 1.5, wait
+    assert RunnerJob.objects.filter(pk__in=[j.pk for j in backlog], status="queued").exists()
+
+
+def test_a_job_to_run_later_starts_about_a_second_after_its_time_not_before(
+    start_worker, workspace
+):
+    start_worker(concurrency=2)
+    run_at = timezone.now() + timedelta(seconds=4)
+    job = create(workspace, "echo", {"later": True}, run_at=run_at)
+    time.sleep(2)
+    job.refresh_from_db()
+    assert job.status == "queued"
+    # Bells rung just before its time (other jobs' creates) must not start it early.
+    time.sleep(1.3)
+    others = [create(workspace, "echo", {"other": n}) for n in range(3)]
+    job = finished(job, timeout=20)
+    assert {finished(other).status for other in others} == {"completed"}
+    late = (job.started_at - run_at).total_seconds()
+    assert job.status == "completed" and 0 <= late < 1.5, late
