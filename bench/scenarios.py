@@ -19,6 +19,7 @@ import redis
 import requests
 from celery import Celery
 
+from bench import flow
 from bench.load import (
     StreamSwarm,
     concurrently,
@@ -989,6 +990,8 @@ SCENARIOS = {
     "cpu and statements per operation": cpu_per_operation,
     "200 open event streams": event_streams,
     "bulk operation on 10 000 jobs": bulk_operation,
+    "fairness between workspaces": flow.fairness,
+    "20 keyed jobs": flow.keyed_jobs,
     "reads at 10 k rows": reads_small,
     "reads at 1 M rows": reads_large,
     "admin changelist at 1 M jobs": admin_changelist,

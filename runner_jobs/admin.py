@@ -7,13 +7,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Now
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -95,6 +96,9 @@ JOB_PAGE_FIELDS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
             "concurrency_key",
             "concurrency_limit",
             "unique_key",
+            "ttl_seconds",
+            "expires_at",
+            "timeout_seconds",
         ),
     ),
     (
@@ -309,6 +313,39 @@ class MetadataFilter(TextInputFilter):
         return queryset.filter(metadata__contains={key: wanted})
 
 
+class ConcurrencyKeyFilter(TextInputFilter):
+    """Jobs of this concurrency key (exact)."""
+
+    title = "concurrency key"
+    parameter_name = "concurrency_key"
+    placeholder = "account-42"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(concurrency_key=value) if value else queryset
+
+
+class FlowControlFilter(admin.SimpleListFilter):
+    """Jobs by the flow-control fields they were created with (SPEC §8)."""
+
+    title = "flow control"
+    parameter_name = "flow"
+    CHOICES: ClassVar[dict[str, tuple[str, Q]]] = {
+        "run_at": ("Waits for its run_at", Q(status="queued", due_at__gt=Now())),
+        "key": ("Has a concurrency key", Q(concurrency_key__isnull=False)),
+        "unique": ("Has a unique key", Q(unique_key__isnull=False)),
+        "ttl": ("Has a ttl", Q(expires_at__isnull=False)),
+        "timeout": ("Has a timeout", Q(timeout_seconds__isnull=False)),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, label) for value, (label, _) in self.CHOICES.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        choice = self.CHOICES.get(self.value() or "")
+        return queryset.filter(choice[1]) if choice else queryset
+
+
 class RetriedFilter(admin.SimpleListFilter):
     """Failed and cancelled jobs stay so when retried: "not retried" leaves the ones still to
     look at."""
@@ -402,6 +439,8 @@ class RunnerJobAdmin(admin.ModelAdmin):
         JobTypeFilter,
         TagFilter,
         MetadataFilter,
+        FlowControlFilter,
+        ConcurrencyKeyFilter,
         RetriedFilter,
         "workspace",
         "created_at",

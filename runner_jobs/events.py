@@ -17,6 +17,7 @@ class EventType(StrEnum):
     JOB_COMPLETED = "job.completed"
     JOB_FAILED = "job.failed"
     JOB_CANCELLED = "job.cancelled"
+    JOB_EXPIRED = "job.expired"
     JOB_RETRIED = "job.retried"
     STEP_STARTED = "step.started"
     STEP_COMPLETED = "step.completed"
@@ -27,7 +28,7 @@ class EventType(StrEnum):
 
 # The events that end a job: exactly one per terminal job.
 TERMINAL_EVENT_TYPES = frozenset(
-    {EventType.JOB_COMPLETED, EventType.JOB_FAILED, EventType.JOB_CANCELLED}
+    {EventType.JOB_COMPLETED, EventType.JOB_FAILED, EventType.JOB_CANCELLED, EventType.JOB_EXPIRED}
 )
 # Lifecycle events are written by the service layer only; a coordinator cannot forge them.
 RESERVED_EVENT_PREFIXES = ("job.", "step.")

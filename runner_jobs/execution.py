@@ -6,6 +6,7 @@ attempt that lost its job (cancelled, or recovered by the sweeper) can change no
 import logging
 import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from django.utils.module_loading import import_string
 
 from runner_jobs import services
 from runner_jobs.models import JobStatus, JobStep, RunnerJob
-from runner_jobs.registry import external_type_names, job_type_get
+from runner_jobs.registry import attempt_timeout, external_type_names, job_type_get
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +131,33 @@ def _drop_interrupted_connection(exc: BaseException) -> None:
         connection.close()
 
 
-def time_limit_error(seconds: float) -> str:
-    return f"Time limit exceeded: the attempt ran longer than {seconds:g} s."
+class AttemptTimeLimitExceeded(SoftTimeLimitExceeded):
+    """The attempt's own time limit (``timeout_seconds``, its type's, or the default) ran out."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+@contextmanager
+def _attempt_time_limit(seconds: int | None) -> Iterator[None]:
+    """Interrupt the handler after ``seconds`` with ``AttemptTimeLimitExceeded``: an alarm
+    signal, so only in a process's main thread (a prefork child's); elsewhere (an eager run in a
+    thread) Celery's soft limit and the sweeper's deadline still apply."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise AttemptTimeLimitExceeded(seconds)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class _Heartbeats:
@@ -241,9 +267,15 @@ def job_execute(*, worker: str, task_id: str, retry_delay: Callable[[int], float
         _run_attempt(job, ctx, retry_delay)
 
 
+def _limited_result(job: RunnerJob, ctx: JobContext) -> Any:
+    handler = _handler(job)
+    with _attempt_time_limit(attempt_timeout(job_type_get(job.type), job.timeout_seconds)):
+        return handler(job, ctx)
+
+
 def _run_attempt(job: RunnerJob, ctx: JobContext, retry_delay: Callable[[int], float]) -> None:
     try:
-        result = _handler(job)(job, ctx)
+        result = _limited_result(job, ctx)
     except JobStoppedError:
         logger.info("job %s: handler stopped, the job is no longer this attempt's", job.pk)
     except TransientJobError as exc:
@@ -256,7 +288,8 @@ def _run_attempt(job: RunnerJob, ctx: JobContext, retry_delay: Callable[[int], f
             raise
     except SoftTimeLimitExceeded as exc:
         _drop_interrupted_connection(exc)
-        error = time_limit_error(settings.CELERY_TASK_SOFT_TIME_LIMIT)
+        seconds = getattr(exc, "seconds", settings.CELERY_TASK_SOFT_TIME_LIMIT)
+        error = services.time_limit_error(seconds)
         _report_outcome(ctx, services.job_fail, error=error)
     except Exception as exc:
         logger.exception("job %s: handler failed", job.pk)
@@ -281,7 +314,7 @@ def job_fail_time_limit(*, task_id: str, seconds: float) -> None:
     try:
         services.job_fail(
             job_id=job.pk,
-            error=time_limit_error(seconds),
+            error=services.time_limit_error(seconds),
             actor=WORKER_ACTOR,
             lease_token=job.lease_token,
         )

@@ -171,10 +171,12 @@ def sweeper_recovery_observed(*, outcome: str) -> None:
     counter_inc_on_commit(SWEEPER_RECOVERIES, outcome)
 
 
-def sweep_observed(*, dispatched: int, redispatched: int) -> None:
+def sweep_observed(**outcomes: int) -> None:
     """After a sweep pass: jobs it sent to the broker because their message was never sent
-    (``dispatched``, they were left pending) or was lost (``redispatched``)."""
-    for outcome, amount in (("dispatched", dispatched), ("redispatched", redispatched)):
+    (``dispatched``, they were left pending) or was lost (``redispatched``), jobs it ended
+    because they were not started in time (``expired``) or ran past their time limit
+    (``timed_out``)."""
+    for outcome, amount in outcomes.items():
         if amount:
             counter_inc(SWEEPER_RECOVERIES, outcome, amount=amount)
 

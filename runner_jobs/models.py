@@ -20,9 +20,13 @@ class JobStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # Not started before its expires_at (a ttl_seconds on create): ended by the sweeper.
+    EXPIRED = "expired", "Expired"
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING)
 
 
@@ -107,11 +111,19 @@ class RunnerJob(models.Model):
     # Flow control (SPEC §8): at most ``concurrency_limit`` jobs of one workspace and key run at
     # once; the dispatcher (services/flow.py) leaves the others queued. NULL when unset.
     concurrency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
-    concurrency_limit = models.PositiveSmallIntegerField(null=True, blank=True)
+    concurrency_limit = models.SmallIntegerField(null=True, blank=True)
     # Not started before this moment (its due_at starts there). NULL when unset.
     run_at = models.DateTimeField(null=True, blank=True)
     # While a job of the workspace with this key is live, a create with it is refused (409).
     unique_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    # A job not started by ``expires_at`` ends ``expired``: its due time (run_at, else its
+    # creation) plus ``ttl_seconds``. NULL when unset.
+    # Plain integers, not Positive*: a column CHECK would make adding it scan a live table; the
+    # ranges are the service's rules (flow.limits_errors, flow.spec_errors).
+    ttl_seconds = models.IntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Per-attempt time limit, overriding its type's (runner_jobs.registry). NULL when unset.
+    timeout_seconds = models.IntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -147,6 +159,12 @@ class RunnerJob(models.Model):
                 fields=["workspace", "concurrency_key"],
                 name="job_running_key_idx",
                 condition=Q(status="running", concurrency_key__isnull=False),
+            ),
+            # The sweeper's expiry pass: live jobs that carry an expiry, soonest first.
+            models.Index(
+                fields=["expires_at"],
+                name="job_waiting_expiry_idx",
+                condition=Q(status__in=["pending", "queued"], expires_at__isnull=False),
             ),
             models.Index(
                 fields=["status"],

@@ -16,6 +16,9 @@ class JobType:
     # ``queued`` for a coordinator to claim.
     handler: str | None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # Per-attempt time limit of the type's jobs (a job's own timeout_seconds overrides it). None:
+    # RUNNER_JOB_TIME_LIMIT_SECONDS for a Celery-run type, no limit for an external one.
+    timeout_seconds: int | None = None
 
     @property
     def external(self) -> bool:
@@ -37,8 +40,27 @@ def job_types() -> dict[str, JobType]:
     for name, options in settings.RUNNER_JOB_TYPES.items():
         handler = None if options.get("external") else options.get("handler")
         max_attempts = options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-        types[name] = JobType(name, str(handler) if handler else None, int(str(max_attempts)))
+        timeout = options.get("timeout_seconds")
+        types[name] = JobType(
+            name,
+            str(handler) if handler else None,
+            int(str(max_attempts)),
+            int(str(timeout)) if timeout is not None else None,
+        )
     return types
+
+
+def attempt_timeout(job_type: JobType | None, timeout_seconds: int | None) -> int | None:
+    """The time limit of one attempt of a job with ``timeout_seconds`` of ``job_type``: its own,
+    else its type's, else (Celery-run) ``RUNNER_JOB_TIME_LIMIT_SECONDS``; None: no limit (an
+    external type without one)."""
+    if timeout_seconds is not None:
+        return timeout_seconds
+    if job_type is not None and job_type.timeout_seconds is not None:
+        return job_type.timeout_seconds
+    if job_type is not None and job_type.external:
+        return None
+    return int(settings.RUNNER_JOB_TIME_LIMIT_SECONDS)
 
 
 def job_type_get(name: str) -> JobType | None:

@@ -4,6 +4,7 @@
 import dataclasses
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -14,6 +15,7 @@ from runner_jobs.labels import MAX_METADATA_KEYS, MAX_TAGS, METADATA_VALUE_MAX_L
 from runner_jobs.models import JobEvent, JobStep, Operation, OperationAction, RunnerJob
 from runner_jobs.read_tokens import TTL_DEFAULT_SECONDS, TTL_MAX_SECONDS
 from runner_jobs.selectors import job_events_latest
+from runner_jobs.services import flow
 from runner_jobs.services.flow import CONCURRENCY_KEY_MAX_LENGTH, CONCURRENCY_LIMIT_MAX
 from runner_jobs.services.jobs import JobSpec
 from workspaces.models import Workspace
@@ -121,6 +123,9 @@ class RunnerJobSerializer(BuiltOnceSerializer):
             "concurrency_limit",
             "unique_key",
             "run_at",
+            "ttl_seconds",
+            "expires_at",
+            "timeout_seconds",
         ]
         read_only_fields = fields
 
@@ -174,6 +179,15 @@ class DuplicateJobSerializer(ErrorSerializer):
     job = RunnerJobSerializer()
 
 
+def run_at_field(**kwargs: Any) -> "serializers.DateTimeField":
+    return serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601; the job waits queued and does not start before it.",
+        **kwargs,
+    )
+
+
 class JobCreateSerializer(serializers.Serializer[Any]):
     """The body of a create: shapes only. The service checks the type and the payload's size
     (``JobInputError``, also a 400)."""
@@ -219,11 +233,24 @@ class JobCreateSerializer(serializers.Serializer[Any]):
         default=None,
         help_text="While a job of the workspace with this key is live, a create is a 409.",
     )
-    run_at = serializers.DateTimeField(
+    run_at = run_at_field(default=None)
+    ttl_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=flow.TTL_MAX_SECONDS,
         required=False,
         allow_null=True,
         default=None,
-        help_text="ISO 8601; the job waits queued and does not start before it.",
+        help_text="1 s - 30 days: a job not started this long after it became due (run_at, else "
+        "now) ends `expired` (expires_at).",
+    )
+    timeout_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=settings.RUNNER_JOB_MAX_TIMEOUT_SECONDS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Per-attempt time limit, overriding the type's: an attempt running longer "
+        "fails with 'Time limit exceeded'.",
     )
 
     @staticmethod
@@ -258,6 +285,7 @@ class JobRetrySerializer(serializers.Serializer[Any]):
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False)
     tags = labels_field(default=empty)
     metadata = metadata_field(default=empty)
+    run_at = run_at_field(default=empty)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # A field a retry cannot change (type, workspace, ...) is refused, not silently ignored.

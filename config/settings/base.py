@@ -188,7 +188,8 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = env("REDIS_URL", default="redis://localhost:6379/0")
 
 # --- Runner Jobs ------------------------------------------------------------------------------
-# Extra job types, as JSON: {"name": {"handler": "dotted.path"} | {"external": true}, ...}.
+# Extra job types, as JSON: {"name": {"handler": "dotted.path"} | {"external": true}, ...}, each
+# with optional "max_attempts" and "timeout_seconds" (per-attempt time limit).
 # The built-in types (echo, sleep, fail, flaky, agent-task) are always registered.
 RUNNER_JOB_TYPES: dict[str, dict[str, object]] = env.json("RUNNER_JOB_TYPES", default={})
 RUNNER_JOB_LEASE_SECONDS = env.int("RUNNER_JOB_LEASE_SECONDS", default=60)
@@ -198,9 +199,16 @@ RUNNER_REDISPATCH_AFTER_SECONDS = env.int("RUNNER_REDISPATCH_AFTER_SECONDS", def
 RUNNER_MAX_PAYLOAD_BYTES = env.int("RUNNER_MAX_PAYLOAD_BYTES", default=256 * 1024)
 
 # --- Execution: Celery workers and beat -------------------------------------------------------
-# An attempt's soft time limit interrupts the handler (the job fails saying so); the hard limit,
-# a grace period later, kills the child process of a handler that ignored it.
+# An attempt's time limit interrupts the handler (the job fails saying so): the job's
+# timeout_seconds, else its type's, else RUNNER_JOB_TIME_LIMIT_SECONDS (an alarm in the worker's
+# child process, runner_jobs.execution). A job's timeout_seconds may be up to
+# RUNNER_JOB_MAX_TIMEOUT_SECONDS. Celery's soft limit is the backstop at the largest of them; its
+# hard limit, a grace period later, kills the child process of a handler that ignored both, and
+# the sweeper fails a job still running a grace period past its own limit.
 RUNNER_JOB_TIME_LIMIT_SECONDS = env.int("RUNNER_JOB_TIME_LIMIT_SECONDS", default=600)
+RUNNER_JOB_MAX_TIMEOUT_SECONDS = env.int(
+    "RUNNER_JOB_MAX_TIMEOUT_SECONDS", default=max(3600, RUNNER_JOB_TIME_LIMIT_SECONDS)
+)
 RUNNER_JOB_HARD_TIME_LIMIT_GRACE_SECONDS = 30
 # Transient errors: BACKOFF * 2**(attempt - 1) seconds, with jitter, capped at BACKOFF_MAX.
 RUNNER_RETRY_BACKOFF_SECONDS = env.int("RUNNER_RETRY_BACKOFF_SECONDS", default=2)
@@ -216,8 +224,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = RUNNER_JOB_TIME_LIMIT_SECONDS
-CELERY_TASK_TIME_LIMIT = RUNNER_JOB_TIME_LIMIT_SECONDS + RUNNER_JOB_HARD_TIME_LIMIT_GRACE_SECONDS
+CELERY_TASK_SOFT_TIME_LIMIT = max(RUNNER_JOB_TIME_LIMIT_SECONDS, RUNNER_JOB_MAX_TIMEOUT_SECONDS)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + RUNNER_JOB_HARD_TIME_LIMIT_GRACE_SECONDS
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # An unacknowledged message is handed out again after this: it must outlast the longest
     # attempt plus the longest retry countdown (a retry waits out its ETA unacknowledged), or a

@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="runnerjob",
             name="concurrency_limit",
-            field=models.PositiveSmallIntegerField(blank=True, null=True),
+            field=models.SmallIntegerField(blank=True, null=True),
         ),
         AddIndexConcurrently(
             model_name="runnerjob",

@@ -28,11 +28,14 @@ from .jobs import (
     job_claim_next,
     job_complete,
     job_create,
+    job_expire,
     job_fail,
     job_lease_renew,
     job_progress_update,
     job_retry,
     job_start,
+    job_time_out,
+    time_limit_error,
 )
 from .operations import (
     jobs_matching,
@@ -73,6 +76,7 @@ __all__ = [
     "job_complete",
     "job_create",
     "job_dispatch",
+    "job_expire",
     "job_fail",
     "job_lease_renew",
     "job_progress_update",
@@ -81,6 +85,7 @@ __all__ = [
     "job_retry",
     "job_start",
     "job_status_report",
+    "job_time_out",
     "jobs_matching",
     "jobs_prune",
     "jobs_sweep",
@@ -91,6 +96,7 @@ __all__ = [
     "operations_resume",
     "step_finish",
     "step_start",
+    "time_limit_error",
     "worker_seen",
     "worker_stopped",
 ]

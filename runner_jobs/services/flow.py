@@ -14,10 +14,11 @@ with the number of workspaces that wait, never with the size of a backlog.
 """
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models.expressions import RawSQL
 
@@ -27,6 +28,7 @@ from .changes import queue_fields
 
 CONCURRENCY_KEY_MAX_LENGTH = 128
 CONCURRENCY_LIMIT_MAX = 1000
+TTL_MAX_SECONDS = 30 * 24 * 3600
 # A concurrency key's advisory lock: one 64-bit hash of the workspace and the key.
 KEY_LOCK_SQL = "pg_advisory_xact_lock(hashtextextended({workspace}::text || '/' || {key}, 0))"
 QUEUED = JobStatus.QUEUED.value
@@ -41,8 +43,8 @@ def runnable_sql(
     alias: str, *, types: Sequence[str], now: datetime | None, exclude: bool = False
 ) -> tuple[str, list[Any]]:
     """The predicate "``alias`` is a queued job of one of ``types`` (with ``exclude``: of none
-    of them) that may start at ``now``" as SQL with its parameters: queued, due, and its
-    concurrency key (if any) below its limit. Workers exclude the external types rather than
+    of them) that may start at ``now``" as SQL with its parameters: queued, due, not expired,
+    and its concurrency key (if any) below its limit. Workers exclude the external types rather than
     list their own, so a job of a type no longer registered is started, and failed saying so.
 
     The key's count is read in the statement's snapshot, so two claimers may both see the last
@@ -54,11 +56,12 @@ def runnable_sql(
     sql = (
         f"{alias}.status = %s AND {'NOT ' if exclude else ''}({alias}.type = ANY(%s)) "
         f"AND ({alias}.due_at IS NULL OR {alias}.due_at <= {due}) "
+        f"AND ({alias}.expires_at IS NULL OR {alias}.expires_at > {due}) "
         f"AND ({alias}.concurrency_key IS NULL OR (SELECT count(*) FROM {table} k "
         f"WHERE k.workspace_id = {alias}.workspace_id AND k.status = '{RUNNING}' "
         f"AND k.concurrency_key = {alias}.concurrency_key) < {alias}.concurrency_limit)"
     )
-    return sql, [QUEUED, list(types), *([now] if now is not None else [])]
+    return sql, [QUEUED, list(types), *([now, now] if now is not None else [])]
 
 
 def _key_lock_sql(alias: str) -> str:
@@ -139,12 +142,28 @@ def pick_ctes(*, exclude_types: Sequence[str], now: datetime) -> tuple[str, list
     return _pick_sql(runnable), [*params, *params]
 
 
-def queued_fields(run_at: datetime | None) -> dict[str, Any]:
-    """The fields of a new job entering ``queued``: due now, or at its ``run_at`` if later."""
+def queued_fields(run_at: datetime | None, ttl_seconds: int | None = None) -> dict[str, Any]:
+    """The fields of a new job entering ``queued``: due now, or at its ``run_at`` if later; with
+    a ``ttl_seconds``, it expires that long after it became due (so a job to run tomorrow with
+    an hour's ttl may start until an hour after its time)."""
     fields = queue_fields()
     if run_at is not None and run_at > fields["due_at"]:
         fields["due_at"] = run_at
+    if ttl_seconds is not None:
+        fields["expires_at"] = fields["due_at"] + timedelta(seconds=ttl_seconds)
     return fields
+
+
+def limits_errors(ttl_seconds: int | None, timeout_seconds: int | None) -> dict[str, list[str]]:
+    """Field errors of a new job's ttl and per-attempt timeout (the API's serializer checks the
+    same ranges; this guards every other caller)."""
+    errors: dict[str, list[str]] = {}
+    if ttl_seconds is not None and not 1 <= ttl_seconds <= TTL_MAX_SECONDS:
+        errors["ttl_seconds"] = [f"Must be between 1 and {TTL_MAX_SECONDS}."]
+    timeout_max = settings.RUNNER_JOB_MAX_TIMEOUT_SECONDS
+    if timeout_seconds is not None and not 1 <= timeout_seconds <= timeout_max:
+        errors["timeout_seconds"] = [f"Must be between 1 and {timeout_max}."]
+    return errors
 
 
 def spec_errors(

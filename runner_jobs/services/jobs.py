@@ -28,7 +28,7 @@ from runner_jobs.errors import (
 from runner_jobs.events import EventType
 from runner_jobs.labels import metadata_errors, tags_errors, tags_normalized
 from runner_jobs.models import ACTIVE_STATUSES, JobStatus, RunnerJob
-from runner_jobs.registry import JobType, job_type_get
+from runner_jobs.registry import JobType, attempt_timeout, job_type_get
 from workspaces.models import Workspace
 
 from . import flow, statements
@@ -68,6 +68,10 @@ ALREADY_RETRIED = "It was already retried; act on its retry (its retry_of names 
 WORKER_LOST_ERROR = "Worker lost: the job's lease expired while it was running."
 
 
+def time_limit_error(seconds: float) -> str:
+    return f"Time limit exceeded: the attempt ran longer than {seconds:g} s."
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """The fields of a new job as its creator states them: one object for the consumer's and
@@ -84,6 +88,8 @@ class JobSpec:
     concurrency_limit: int | None = None
     unique_key: str | None = None
     run_at: datetime | None = None
+    ttl_seconds: int | None = None
+    timeout_seconds: int | None = None
 
     @classmethod
     def of(cls, job: RunnerJob) -> "JobSpec":
@@ -99,6 +105,8 @@ class JobSpec:
             concurrency_key=job.concurrency_key,
             concurrency_limit=job.concurrency_limit,
             unique_key=job.unique_key,
+            ttl_seconds=job.ttl_seconds,
+            timeout_seconds=job.timeout_seconds,
         )
 
     def fingerprint(self, workspace: Workspace) -> str:
@@ -130,6 +138,7 @@ class JobSpec:
         errors.update(
             flow.spec_errors(self.concurrency_key, self.concurrency_limit, self.unique_key)
         )
+        errors.update(flow.limits_errors(self.ttl_seconds, self.timeout_seconds))
         if errors:
             raise JobInputError(errors)
         assert job_type is not None
@@ -143,9 +152,11 @@ FINGERPRINT_IF_SET = (
     "concurrency_limit",
     "unique_key",
     "run_at",
+    "ttl_seconds",
+    "timeout_seconds",
 )
 # What a retry may change (SPEC §9 "Retry with changes").
-RETRY_CHANGEABLE_FIELDS = frozenset({"payload", "priority", "tags", "metadata"})
+RETRY_CHANGEABLE_FIELDS = frozenset({"payload", "priority", "tags", "metadata", "run_at"})
 
 
 @dataclass(frozen=True)
@@ -187,10 +198,12 @@ def _job_insert(
         concurrency_limit=flow.concurrency_limit(spec.concurrency_key, spec.concurrency_limit),
         unique_key=spec.unique_key,
         run_at=spec.run_at,
+        ttl_seconds=spec.ttl_seconds,
+        timeout_seconds=spec.timeout_seconds,
         version=2,
         tags=tags_normalized(spec.tags),
         metadata=spec.metadata,
-        **flow.queued_fields(spec.run_at),
+        **flow.queued_fields(spec.run_at, spec.ttl_seconds),
     )
     created_payload: dict[str, Any] = {"type": job_type.name, "priority": spec.priority}
     if retry_of is not None:
@@ -655,6 +668,50 @@ def job_recover_lost(*, job_id: uuid.UUID | str, actor: str = "system") -> Runne
             return _fail_change(job, WORKER_LOST_ERROR)
         payload = {"reason": "lease_expired", "attempt": job.attempts}
         return requeue_change(payload)
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def job_expire(*, job_id: uuid.UUID | str, actor: str = SYSTEM) -> RunnerJob:
+    """``pending``/``queued`` -> ``expired``: the job was not started by its ``expires_at``
+    (the sweeper's expiry pass). Checked again under the row lock, so a claim that started the
+    job first wins, and a job whose expiry has not come is refused."""
+
+    def plan(job: RunnerJob) -> Change:
+        transition_check(job.status, S.EXPIRED)
+        if job.expires_at is None or job.expires_at > timezone.now():
+            raise InvalidTransitionError("The job has not expired.")
+        fields = {"status": S.EXPIRED, "completed_at": timezone.now(), **LEASE_CLEARED}
+        payload = {"from": job.status, "expires_at": job.expires_at.isoformat()}
+        return Change(E.JOB_EXPIRED, payload, fields)
+
+    return job_update_locked(job_id=job_id, plan=plan, actor=actor)
+
+
+def attempt_deadline(job: RunnerJob) -> tuple[datetime, int] | None:
+    """When the sweeper fails ``job``'s running attempt, and its time limit in seconds: the
+    limit after its start (``registry.attempt_timeout``); for a Celery-run job a grace period
+    later, since its worker interrupts it at the limit itself. None: no limit applies."""
+    job_type = job_type_get(job.type)
+    seconds = attempt_timeout(job_type, job.timeout_seconds)
+    if seconds is None or job.started_at is None:
+        return None
+    external = job_type is not None and job_type.external
+    grace = 0 if external else settings.RUNNER_JOB_HARD_TIME_LIMIT_GRACE_SECONDS
+    return job.started_at + timedelta(seconds=seconds + grace), seconds
+
+
+def job_time_out(*, job_id: uuid.UUID | str, actor: str = SYSTEM) -> RunnerJob:
+    """A running attempt past its deadline (``attempt_deadline``: a claimed external job still
+    running, or a Celery handler that outlived its own interruption) -> ``failed`` with "Time
+    limit exceeded". Checked again under the row lock."""
+
+    def plan(job: RunnerJob) -> Change:
+        require_status(job.status, RUNNING_ONLY, "time out")
+        deadline = attempt_deadline(job)
+        if deadline is None or deadline[0] > timezone.now():
+            raise InvalidTransitionError("The attempt is within its time limit.")
+        return _fail_change(job, time_limit_error(deadline[1]))
 
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 

@@ -6,17 +6,19 @@ from runner_jobs.models import JobStatus
 S = JobStatus
 
 TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.QUEUED, S.CANCELLED}),
-    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
+    # -> expired: not started before its expires_at (the sweeper's expiry pass).
+    S.PENDING: frozenset({S.QUEUED, S.CANCELLED, S.EXPIRED}),
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.EXPIRED}),
     # running -> queued: a retry after a transient error, or recovery of a lost worker's job.
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.QUEUED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
+    S.EXPIRED: frozenset(),
 }
 
 # A retry makes a new job; these are the states the old one may be in.
-RETRYABLE_STATUSES = frozenset({S.FAILED, S.CANCELLED})
+RETRYABLE_STATUSES = frozenset({S.FAILED, S.CANCELLED, S.EXPIRED})
 
 
 def transition_check(current: str, target: str) -> None:

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from runner_jobs import admin as job_admin
 from runner_jobs import services
@@ -368,3 +369,30 @@ def test_retried_filter(admin_client_bob):
     was_retried = admin_client_bob.get(CHANGELIST, {"retried": "yes"})
     assert list(was_retried.context["cl"].result_list) == [retried]
     assert new not in was_retried.context["cl"].result_list
+
+
+@pytest.mark.parametrize(
+    ("flow", "fields"),
+    [
+        ("key", {"concurrency_key": "acct-1"}),
+        ("unique", {"unique_key": "u-1"}),
+        ("ttl", {"ttl_seconds": 60}),
+        ("timeout", {"timeout_seconds": 60}),
+        ("run_at", {"run_at": timezone.now() + timedelta(hours=1)}),
+    ],
+)
+def test_flow_control_filters(admin_client_bob, flow, fields):
+    plain, flowed = job_in_state("queued"), job_in_state("queued", **fields)
+    found = admin_client_bob.get(CHANGELIST, {"flow": flow}).context["cl"].result_list
+    assert list(found) == [flowed] and plain not in found
+
+
+def test_concurrency_key_filter_and_the_job_page_shows_the_flow_fields(admin_client_bob):
+    keyed = job_in_state("queued", concurrency_key="acct-1", ttl_seconds=60, timeout_seconds=9)
+    job_in_state("queued", concurrency_key="acct-2")
+    found = admin_client_bob.get(CHANGELIST, {"concurrency_key": "acct-1"}).context["cl"]
+    assert list(found.result_list) == [keyed]
+    page = admin_client_bob.get(f"/admin/runner_jobs/runnerjob/{keyed.pk}/change/")
+    assert page.status_code == 200
+    for label in ("Ttl seconds", "Expires at", "Timeout seconds", "acct-1"):
+        assert label in page.content.decode()

@@ -105,3 +105,51 @@ class TestRunAt:
         response = create(client, run_at=value)
         assert response.status_code == 400 and "run_at" in response.json()
         assert not RunnerJob.objects.exists()
+
+
+class TestTtlAndTimeout:
+    def test_a_ttl_sets_the_expiry_from_the_due_time_and_both_are_echoed(self, client):
+        before = timezone.now()
+        body = create(client, ttl_seconds=60, timeout_seconds=30).json()
+        assert (body["ttl_seconds"], body["timeout_seconds"]) == (60, 30)
+        expires_at = datetime.fromisoformat(body["expires_at"])
+        assert before + timedelta(seconds=60) <= expires_at <= timezone.now() + timedelta(60)
+        detail = client.get(f"{URL}{body['id']}/").json()
+        assert (detail["ttl_seconds"], detail["expires_at"]) == (60, body["expires_at"])
+
+    def test_with_a_run_at_the_ttl_counts_from_it(self, client):
+        later = (timezone.now() + timedelta(hours=1)).replace(microsecond=0)
+        body = create(client, run_at=later.isoformat(), ttl_seconds=300).json()
+        assert datetime.fromisoformat(body["expires_at"]) == later + timedelta(seconds=300)
+
+    def test_unset_fields_are_null(self, client):
+        body = create(client).json()
+        assert (body["ttl_seconds"], body["expires_at"], body["timeout_seconds"]) == (
+            None,
+            None,
+            None,
+        )
+
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [
+            ({"ttl_seconds": 0}, "ttl_seconds"),
+            ({"ttl_seconds": -5}, "ttl_seconds"),
+            ({"ttl_seconds": 30 * 24 * 3600 + 1}, "ttl_seconds"),
+            ({"ttl_seconds": "soon"}, "ttl_seconds"),
+            ({"timeout_seconds": 0}, "timeout_seconds"),
+            ({"timeout_seconds": 10**9}, "timeout_seconds"),
+            ({"timeout_seconds": 1.5}, "timeout_seconds"),
+        ],
+    )
+    def test_out_of_range_values_are_a_400_and_write_nothing(self, client, fields, field):
+        response = create(client, **fields)
+        assert response.status_code == 400
+        assert field in response.json()
+        assert not RunnerJob.objects.exists()
+
+    def test_the_service_refuses_them_for_every_other_caller(self, workspace):
+        spec = services.JobSpec(type="echo", payload={}, ttl_seconds=0, timeout_seconds=10**9)
+        with pytest.raises(services.JobInputError) as refused:
+            services.job_create(workspace=workspace, spec=spec, actor="system")
+        assert set(refused.value.errors) == {"ttl_seconds", "timeout_seconds"}

@@ -13,7 +13,7 @@ from config.celery import app as celery_app
 from runner_jobs import services
 from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.services import sweeper
-from runner_jobs.services.bell import broker_priority
+from runner_jobs.services.bell import bell_ring, broker_priority
 from runner_jobs.services.dispatch import job_dispatch_on_commit
 from runner_jobs.services.jobs import WORKER_LOST_ERROR
 from tests.execution.conftest import broker_url
@@ -198,7 +198,30 @@ class TestSweep:
     def test_a_job_that_changed_since_it_was_selected_is_skipped(self):
         pending, queued = job_in_state("pending"), job_in_state("queued")
         ids = RunnerJob.objects.filter(pk__in=[pending.pk, queued.pk])
-        assert sweeper._send_each(ids, services.job_dispatch) == 1
+        assert sweeper._each(ids, services.job_dispatch) == 1
+
+    def test_an_overdue_job_started_since_it_was_selected_gets_a_bell_rung_in_its_stead(
+        self, settings
+    ):
+        """The sweep selected two overdue jobs; the bell of the first started the second (a bell
+        starts the best runnable job). The second is refused, and a bell is rung for it anyway:
+        the first job, still queued, is left without a bell otherwise."""
+        overdue = timedelta(seconds=settings.RUNNER_REDISPATCH_AFTER_SECONDS + 1)
+        first, second = job_in_state("queued"), job_in_state("queued")
+        age(first, due_at=overdue)
+        age(second, due_at=overdue)
+
+        def redispatch_then_start_the_other(*, job_id):
+            job = services.job_redispatch(job_id=job_id)
+            other = second if job.pk == first.pk else first  # the sweep goes in id order
+            services.job_start(job_id=other.pk, actor="worker", worker="w")
+            return job
+
+        ids = RunnerJob.objects.filter(pk__in=[first.pk, second.pk])
+        assert sweeper._each(ids, redispatch_then_start_the_other, refused=bell_ring) == 1
+        bells = [m for ms in queued_messages().values() for m in ms]
+        swept_first = min(first, second, key=lambda job: job.pk)
+        assert sorted(bells) == sorted(["()", message(swept_first)])
 
     def test_overdue_queued_jobs_of_celery_types_only_are_redispatched(self, settings):
         overdue = timedelta(seconds=settings.RUNNER_REDISPATCH_AFTER_SECONDS + 1)

@@ -332,6 +332,8 @@ class TestTasks:
             "redispatched": 0,
             "requeued": 0,
             "failed": 0,
+            "expired": 0,
+            "timed_out": 0,
             "broker_down": False,
             "skipped": False,
         }

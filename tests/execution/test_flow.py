@@ -9,12 +9,13 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from runner_jobs.models import JobEvent, RunnerJob
+from tests.execution.conftest import wait_for
 from tests.execution.test_worker import create, finished
 from tests.factories import WorkspaceFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-TERMINAL_EVENTS = ("job.completed", "job.failed", "job.cancelled")
+TERMINAL_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.expired")
 
 
 def most_running_at_once(jobs: list[RunnerJob]) -> int:
@@ -81,3 +82,34 @@ def test_a_job_to_run_later_starts_about_a_second_after_its_time_not_before(
     assert {finished(other).status for other in others} == {"completed"}
     late = (job.started_at - run_at).total_seconds()
     assert job.status == "completed" and 0 <= late < 1.5, late
+
+
+def test_an_attempt_past_its_own_timeout_fails_saying_so(start_worker, workspace):
+    """The job's timeout_seconds (1 s) overrides the worker's default limit (60 s here)."""
+    start_worker(concurrency=1)
+    job = finished(create(workspace, "sleep", {"seconds": 10}, timeout_seconds=1), timeout=15)
+    assert job.status == "failed"
+    assert job.error == "Time limit exceeded: the attempt ran longer than 1 s."
+    assert (job.completed_at - job.started_at).total_seconds() < 3
+    # The next attempt on the same process is not interrupted by a leftover alarm.
+    quick = finished(create(workspace, "sleep", {"seconds": 1.5}, timeout_seconds=2))
+    assert quick.status == "completed"
+
+
+def test_a_job_behind_a_full_key_expires_and_never_starts(start_worker, workspace):
+    """A ttl of 2 s behind a key whose only slot is held for 6 s: ended ``expired`` by the
+    sweeper (1 s here) and never started, while the slot holder completes."""
+    start_worker(concurrency=2)
+    holder = create(workspace, "sleep", {"seconds": 6}, concurrency_key="k")
+    wait_for(lambda: RunnerJob.objects.filter(pk=holder.pk, status="running").exists(), timeout=10)
+    waiting = create(workspace, "echo", {}, concurrency_key="k", ttl_seconds=2)
+    waiting = finished(waiting, timeout=10)
+    assert waiting.status == "expired"
+    assert waiting.started_at is None and waiting.attempts == 0
+    assert (waiting.completed_at - waiting.expires_at).total_seconds() < 2.5
+    assert [e.type for e in JobEvent.objects.filter(job=waiting)] == [
+        "job.created",
+        "job.queued",
+        "job.expired",
+    ]
+    assert finished(holder).status == "completed"

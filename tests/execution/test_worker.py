@@ -21,7 +21,7 @@ from tests.execution.conftest import (
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 
 def create(workspace, type: str, payload: dict, **spec_fields) -> RunnerJob:

@@ -192,3 +192,22 @@ def test_reports_are_not_transitions_and_unknown_counters_are_ignored(client):
 def test_metrics_restricted_by_network_alone(client):
     assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
     assert client.get("/metrics", REMOTE_ADDR="192.0.2.1").status_code == 403
+
+
+def test_the_sweeper_counts_the_jobs_it_expired_and_timed_out(client):
+    ws = WorkspaceFactory()
+    for fields in ({"ttl_seconds": 5}, {"timeout_seconds": 5}):
+        services.job_create(
+            workspace=ws, spec=services.JobSpec(type="agent-task", payload={}, **fields), actor="t"
+        )
+    RunnerJob.objects.filter(ttl_seconds=5).update(expires_at="2020-01-01T00:00:00Z")
+    (claimed,) = services.job_claim(types=["agent-task"], worker="c", limit=5, actor="c")
+    RunnerJob.objects.filter(pk=claimed.pk).update(started_at="2020-01-01T00:00:00Z")
+    report = services.jobs_sweep()
+    assert (report.expired, report.timed_out) == (1, 1)
+    recoveries = {
+        dict(labels)["outcome"]: v
+        for (name, labels), v in scrape(client).items()
+        if name == "runner_jobs_sweeper_recoveries_total"
+    }
+    assert recoveries == {"expired": 1, "timed_out": 1}
