@@ -81,6 +81,7 @@ def test_jobs_by_status_lists_every_status():
         "completed": 0,
         "failed": 1,
         "cancelled": 0,
+        "expired": 0,
     }
 
 

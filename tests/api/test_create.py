@@ -61,6 +61,9 @@ def test_create_returns_201_with_the_job_etag_and_location(client):
         "concurrency_limit": None,
         "unique_key": None,
         "run_at": None,
+        "ttl_seconds": None,
+        "expires_at": None,
+        "timeout_seconds": None,
     }
     assert body["queued_at"] is not None
     assert response["ETag"] == '"2"'

@@ -81,7 +81,7 @@ def test_staff_opens_the_dashboard_and_sees_its_charts(staff_page: Page, live_se
         assert box["height"] > 50
     # Drawn with the stylesheet's colours: six status bars, completed in green.
     status_bars = page.locator("#rj-status-chart rect")
-    expect(status_bars).to_have_count(6)
+    expect(status_bars).to_have_count(7)
     expect(page.locator("#rj-status-chart rect.rj-fill-completed")).to_have_css(
         "fill", "rgb(46, 133, 64)"
     )

@@ -13,8 +13,12 @@ from config.celery import app as celery_app
 from runner_jobs import services
 from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.services import sweeper
-from runner_jobs.services.bell import bell_ring, broker_priority
-from runner_jobs.services.dispatch import job_dispatch_on_commit
+from runner_jobs.services.bell import _ring_quietly, bell_ring, broker_priority
+from runner_jobs.services.dispatch import (
+    RUN_AT_BELL_MAX_SECONDS,
+    job_dispatch_on_commit,
+    job_publish,
+)
 from runner_jobs.services.jobs import WORKER_LOST_ERROR
 from tests.execution.conftest import broker_url
 from tests.factories import WorkspaceFactory, job_in_state
@@ -312,3 +316,19 @@ class TestSweep:
             release.set()
             thread.join()
         assert services.jobs_sweep().skipped is False
+
+
+class TestBells:
+    def test_a_job_due_more_than_an_hour_ahead_is_left_to_the_sweeper(self):
+        """No message is sent for a far ``run_at`` (a countdown that long outlives Redis'
+        visibility timeout); the sweeper rings once the job is overdue."""
+        job = job_in_state("queued")
+        job.due_at = timezone.now() + timedelta(seconds=RUN_AT_BELL_MAX_SECONDS + 60)
+        job_publish(job)
+        assert queued_messages() == {}
+
+    def test_a_freed_slot_with_the_broker_down_is_logged_not_raised(self, caplog):
+        with broker_url(DOWN_BROKER):
+            _ring_quietly()
+        assert "bell not rung" in caplog.text
+        assert queued_messages() == {}

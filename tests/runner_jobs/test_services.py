@@ -576,10 +576,10 @@ def test_custom_event_bad_input(type, payload, field):
 
 def test_transition_table_is_the_spec():
     s = TRANSITIONS
-    assert s["pending"] == {"queued", "cancelled"}
-    assert s["queued"] == {"running", "cancelled"}
+    assert s["pending"] == {"queued", "cancelled", "expired"}
+    assert s["queued"] == {"running", "cancelled", "expired"}
     assert s["running"] == {"completed", "failed", "cancelled", "queued"}
-    assert s["completed"] == s["failed"] == s["cancelled"] == set()
+    assert s["completed"] == s["failed"] == s["cancelled"] == s["expired"] == set()
 
 
 def test_side_effects_of_a_change_run_after_commit(django_capture_on_commit_callbacks):
