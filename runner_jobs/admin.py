@@ -31,6 +31,7 @@ from runner_jobs.admin_dashboard import dashboard_view, format_duration
 from runner_jobs.admin_paging import EstimatedCountPaginator
 from runner_jobs.admin_readonly import ReadOnlyAdminMixin
 from runner_jobs.events import EventType
+from runner_jobs.explain import job_explain
 from runner_jobs.labels import METADATA_VALUE_MAX_LENGTH, tag_error
 from runner_jobs.models import (
     ACTIVE_STATUSES,
@@ -678,6 +679,8 @@ class RunnerJobAdmin(admin.ModelAdmin):
         form_url: str = "",
         obj: RunnerJob | None = None,
     ) -> HttpResponse:
+        if obj is not None:
+            context["explanation"] = job_explain(obj)
         if obj is not None and self.can_act(request):
             context["can_cancel"] = obj.status in ACTIVE_STATUSES
             context["can_retry"] = obj.status in RETRYABLE_STATUSES and not obj.retries.exists()

@@ -338,3 +338,52 @@ class BulkOperationSerializer(serializers.Serializer[Any]):
             "are the operation's, fixed."
         ),
     )
+
+
+class ExplainReasonSerializer(serializers.Serializer[Any]):
+    """One reason a job does not run (SPEC §9); the fields after ``detail`` come with the codes
+    they belong to."""
+
+    code = serializers.ChoiceField(
+        choices=[
+            "terminal",
+            "not_due",
+            "expired",
+            "type_paused",
+            "concurrency_limit",
+            "type_max_running",
+            "waiting_for_worker",
+            "no_workers",
+            "waiting_for_coordinator",
+        ]
+    )
+    detail = serializers.CharField()
+    due_at = serializers.DateTimeField(required=False, allow_null=True, help_text="not_due")
+    run_at = serializers.DateTimeField(required=False, allow_null=True, help_text="not_due")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="expired")
+    key = serializers.CharField(required=False, help_text="concurrency_limit")
+    limit = serializers.IntegerField(required=False, help_text="concurrency_limit")
+    max_running = serializers.IntegerField(required=False, help_text="type_max_running")
+    running = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        help_text="concurrency_limit, type_max_running: the jobs holding the slots",
+    )
+    ahead = serializers.IntegerField(required=False, help_text="waiting_for_worker")
+    last_claim_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="waiting_for_coordinator"
+    )
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        # Only the fields of the reason's code: a null field means "none", not "not this code".
+        shown = super().to_representation(instance)
+        return {name: value for name, value in shown.items() if name in instance}
+
+
+class ExplainSerializer(serializers.Serializer[Any]):
+    """``GET /runner-jobs/<id>/explain/``: may the job start now, and if it does not, why."""
+
+    job = serializers.UUIDField(source="job.pk")
+    status = serializers.CharField(source="job.status")
+    runnable = serializers.BooleanField()
+    reasons = ExplainReasonSerializer(many=True)

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from config.middleware import header_text
 from runner_jobs import services
+from runner_jobs.explain import job_explain
 from runner_jobs.filters import JobEventFilter, RunnerJobFilter
 from runner_jobs.http import if_match_version, with_etag
 from runner_jobs.models import JobEvent, RunnerJob
@@ -33,6 +34,7 @@ from runner_jobs.serializers import (
     BulkOperationSerializer,
     DuplicateJobSerializer,
     ErrorSerializer,
+    ExplainSerializer,
     JobCreateSerializer,
     JobEventSerializer,
     JobRetrySerializer,
@@ -315,6 +317,22 @@ class RunnerJobViewSet(
             changes=serializer.validated_data or None,
         )
         return self._job_response(job, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Why isn't it running?",
+        description=(
+            "Whether the job may start now and, if not, why: each condition of the dispatcher's "
+            "rule the job fails (`not_due`, `expired`, `type_paused`, `concurrency_limit`, "
+            "`type_max_running`), evaluated by the same SQL the claims use; for a job that meets "
+            "them all, what it waits for (`waiting_for_worker` with `ahead`, `no_workers`, "
+            "`waiting_for_coordinator`); `terminal` once it has ended. A running job has no "
+            "reasons."
+        ),
+        responses={200: ExplainSerializer, 401: UNAUTHENTICATED, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"], permission_classes=[IsAuthenticated])
+    def explain(self, request: Request, pk: str) -> Response:
+        return Response(ExplainSerializer(job_explain(self.get_object())).data)
 
     @extend_schema(
         summary="Make a read token",

@@ -14,6 +14,7 @@ with the number of workspaces that wait, never with the size of a backlog.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -51,17 +52,40 @@ def runnable_sql(
     free slot: a claim of a keyed job takes the key's advisory lock and counts again in a later
     statement (``slot_held``). ``now`` None: the database's time at the statement's start, so
     every job its snapshot sees as created is also due (unless its run_at is ahead)."""
-    table = _table()
-    due = "%s" if now is not None else "statement_timestamp()"
-    sql = (
-        f"{alias}.status = %s AND {'NOT ' if exclude else ''}({alias}.type = ANY(%s)) "
-        f"AND ({alias}.due_at IS NULL OR {alias}.due_at <= {due}) "
-        f"AND ({alias}.expires_at IS NULL OR {alias}.expires_at > {due}) "
-        f"AND ({alias}.concurrency_key IS NULL OR (SELECT count(*) FROM {table} k "
-        f"WHERE k.workspace_id = {alias}.workspace_id AND k.status = '{RUNNING}' "
-        f"AND k.concurrency_key = {alias}.concurrency_key) < {alias}.concurrency_limit)"
-    )
-    return sql, [QUEUED, list(types), *([now, now] if now is not None else [])]
+    terms = runnable_terms(alias, now=now)
+    sql = f"{alias}.status = %s AND {'NOT ' if exclude else ''}({alias}.type = ANY(%s))"
+    return " AND ".join([sql, *(term.sql for term in terms)]), [
+        QUEUED,
+        list(types),
+        *(param for term in terms for param in term.params),
+    ]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One condition a queued job must meet to start, as SQL over the job's alias; ``code`` is
+    the reason "explain" gives when it is false (SPEC §9)."""
+
+    code: str
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+def runnable_terms(alias: str, *, now: datetime | None) -> list[Term]:
+    """The conditions of ``runnable_sql`` beyond status and type, one by one: the dispatcher
+    joins them with AND, and "explain" (``runner_jobs.explain``) evaluates each for one job, so
+    the two never disagree."""
+    due, at = ("%s", (now,)) if now is not None else ("statement_timestamp()", ())
+    return [
+        Term("not_due", f"({alias}.due_at IS NULL OR {alias}.due_at <= {due})", at),
+        Term("expired", f"({alias}.expires_at IS NULL OR {alias}.expires_at > {due})", at),
+        Term(
+            "concurrency_limit",
+            f"({alias}.concurrency_key IS NULL OR (SELECT count(*) FROM {_table()} k "
+            f"WHERE k.workspace_id = {alias}.workspace_id AND k.status = '{RUNNING}' "
+            f"AND k.concurrency_key = {alias}.concurrency_key) < {alias}.concurrency_limit)",
+        ),
+    ]
 
 
 def _key_lock_sql(alias: str) -> str:

@@ -396,3 +396,15 @@ def test_concurrency_key_filter_and_the_job_page_shows_the_flow_fields(admin_cli
     assert page.status_code == 200
     for label in ("Ttl seconds", "Expires at", "Timeout seconds", "acct-1"):
         assert label in page.content.decode()
+
+
+def test_the_job_page_shows_why_it_is_not_running(admin_client_bob):
+    holder = job_in_state("running", concurrency_key="acct-1")
+    waiting = job_in_state("queued", workspace=holder.workspace, concurrency_key="acct-1")
+    page = admin_client_bob.get(f"/admin/runner_jobs/runnerjob/{waiting.pk}/change/")
+    assert page.context["explanation"].reasons[0]["code"] == "concurrency_limit"
+    content = page.content.decode()
+    assert "Why it is not running" in content and "concurrency_limit" in content
+    assert f"../../{holder.pk}/change/" in content
+    running = admin_client_bob.get(f"/admin/runner_jobs/runnerjob/{holder.pk}/change/")
+    assert "rj-explain" not in running.content.decode()
