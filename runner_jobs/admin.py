@@ -29,7 +29,7 @@ from django.utils.translation import ngettext
 from runner_jobs import services
 from runner_jobs.admin_dashboard import dashboard_view, format_duration
 from runner_jobs.admin_paging import EstimatedCountPaginator
-from runner_jobs.admin_readonly import ReadOnlyAdminMixin
+from runner_jobs.admin_readonly import ReadOnlyAdminMixin, staff_actor
 from runner_jobs.events import EventType
 from runner_jobs.explain import job_explain
 from runner_jobs.labels import METADATA_VALUE_MAX_LENGTH, tag_error
@@ -122,10 +122,6 @@ STEP_FIELDS = ("ordinal", "name", "phase", "status", "started_at", "duration_ms"
 EVENT_FIELDS = ("at", "type", "actor", "step", "payload")
 
 JobCall = Callable[[uuid.UUID, str, HttpRequest], Any]
-
-
-def staff_actor(request: HttpRequest) -> str:
-    return f"staff:{request.user.get_username()}"
 
 
 def job_admin_url(job_id: uuid.UUID | str) -> str:
@@ -895,5 +891,5 @@ class OperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
-# Schedules and workers (their own module, registered on import).
+# Schedules, workers and job type policies (their own module, registered on import).
 from runner_jobs import admin_operators  # noqa: E402, F401

@@ -20,6 +20,12 @@ class JobNotFoundError(JobServiceError):
     default_detail = "No such job."
 
 
+class JobTypeNotFoundError(JobServiceError):
+    code = "not_found"
+    status_code = 404
+    default_detail = "No such job type."
+
+
 class StepNotFoundError(JobServiceError):
     code = "not_found"
     status_code = 404

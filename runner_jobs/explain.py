@@ -9,7 +9,14 @@ from typing import Any
 from django.db import connection
 from django.db.models import Max
 
-from runner_jobs.models import TERMINAL_STATUSES, JobStatus, RunnerJob, Worker, WorkerKind
+from runner_jobs.models import (
+    TERMINAL_STATUSES,
+    JobStatus,
+    JobTypePolicy,
+    RunnerJob,
+    Worker,
+    WorkerKind,
+)
 from runner_jobs.registry import external_type_names, job_type_get
 from runner_jobs.services import flow
 from runner_jobs.workers import alive_since
@@ -72,6 +79,20 @@ def _term_reason(job: RunnerJob, code: str) -> Reason:
             "key": job.concurrency_key,
             "limit": job.concurrency_limit,
             "running": _running_ids(job, concurrency_key=job.concurrency_key),
+        }
+    if code == "type_paused":
+        return {"code": code, "detail": f"{job.type} is paused in this workspace."}
+    if code == "type_max_running":
+        cap = (
+            JobTypePolicy.objects.filter(workspace_id=job.workspace_id, type=job.type)
+            .values_list("max_running", flat=True)
+            .first()
+        )
+        return {
+            "code": code,
+            "detail": f"At most {cap} {job.type} job(s) run at once in this workspace; all taken.",
+            "max_running": cap,
+            "running": _running_ids(job, type=job.type),
         }
     return {"code": code, "detail": "A condition of the dispatcher is not met."}
 

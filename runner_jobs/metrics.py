@@ -9,6 +9,10 @@
   at scrape time: live statuses exactly, through the partial index of live jobs; the terminal
   statuses, whose GROUP BY covers the whole table, from a cache refreshed at most every
   ``RUNNER_METRICS_TERMINAL_CACHE_SECONDS``.
+* Queued and running jobs per workspace and type come from the same live GROUP BY. Their label
+  cardinality is bounded: the ``WORKSPACE_SERIES_MAX`` workspaces with the most live jobs get
+  their own series (by slug), the others are summed under ``workspace="(other)"``, and only
+  (workspace, type) pairs with a queued or running job appear.
 """
 
 import json
@@ -37,12 +41,18 @@ from runner_jobs.models import (
 )
 from runner_jobs.registry import job_types
 from runner_jobs.workers import worker_counts
+from workspaces.models import Workspace
 
 logger = structlog.get_logger("runner_jobs.jobs")
 
 COUNTERS_KEY = "runner_jobs:metrics:counters"
 COUNTER_BACKOFF_SECONDS = 5.0
 TERMINAL_COUNTS_CACHE_KEY = "runner_jobs:metrics:terminal_counts"
+# Workspaces with series of their own in runner_jobs_workspace_jobs; the rest are summed.
+WORKSPACE_SERIES_MAX = 50
+# Not a slug (slugs have no parentheses), so never a real workspace's name.
+OTHER_WORKSPACES = "(other)"
+WORKSPACE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -228,15 +238,18 @@ def _job_families() -> list[Metric]:
     live = (
         RunnerJob.objects.filter(status__in=ACTIVE_STATUSES)
         .order_by()
-        .values_list("status", "type")
+        .values_list("status", "type", "workspace_id")
         .annotate(n=Count("pk"), oldest_due=Min("due_at", filter=Q(status=JobStatus.QUEUED)))
     )
     counts: dict[tuple[str, str], int] = {}
     oldest_due: dict[str, Any] = {}
-    for status, type_, n, due in live:
-        counts[(status, type_)] = n
+    per_workspace: dict[tuple[int, str, str], int] = {}
+    for status, type_, workspace_id, n, due in live:
+        counts[(status, type_)] = counts.get((status, type_), 0) + n
         if due is not None:
-            oldest_due[type_] = due
+            oldest_due[type_] = min(due, oldest_due.get(type_, due))
+        if status in WORKSPACE_STATUSES:
+            per_workspace[(workspace_id, type_, status)] = n
     counts.update(_terminal_counts())
     # Every registered type appears with every status, so a rule such as "queued > 100" sees 0
     # rather than no series at all.
@@ -266,7 +279,33 @@ def _job_families() -> list[Metric]:
     for kind in WorkerKind.values:
         for alive in (True, False):
             workers.add_metric([kind, str(alive).lower()], worker_count.get((kind, alive), 0))
-    return [jobs, age, workers]
+    return [jobs, age, _workspace_family(per_workspace), workers]
+
+
+def _workspace_family(counts: dict[tuple[int, str, str], int]) -> Metric:
+    """``runner_jobs_workspace_jobs``: queued and running jobs by workspace and type, for the
+    ``WORKSPACE_SERIES_MAX`` busiest workspaces; the others summed as ``(other)``."""
+    totals: dict[int, int] = {}
+    for (workspace_id, _, _), n in counts.items():
+        totals[workspace_id] = totals.get(workspace_id, 0) + n
+    busiest = sorted(totals, key=lambda pk: (-totals[pk], pk))[:WORKSPACE_SERIES_MAX]
+    slugs = (
+        dict(Workspace.objects.filter(pk__in=busiest).values_list("pk", "slug")) if busiest else {}
+    )
+    series: dict[tuple[str, str], dict[str, int]] = {}
+    for (workspace_id, type_, status), n in counts.items():
+        pair = series.setdefault((slugs.get(workspace_id, OTHER_WORKSPACES), type_), {})
+        pair[status] = pair.get(status, 0) + n
+    family = GaugeMetricFamily(
+        "runner_jobs_workspace_jobs",
+        f"Queued and running jobs by workspace and type (the {WORKSPACE_SERIES_MAX} busiest "
+        f"workspaces; the others summed as workspace={OTHER_WORKSPACES!r}).",
+        labels=("workspace", "type", "status"),
+    )
+    for (workspace, type_), by_status in sorted(series.items()):
+        for status in WORKSPACE_STATUSES:
+            family.add_metric([workspace, type_, status], by_status.get(status, 0))
+    return family
 
 
 class RunnerJobsCollector(Collector):

@@ -150,6 +150,13 @@ class RunnerJob(models.Model):
                 name="job_queued_workspace_idx",
                 condition=Q(status="queued"),
             ),
+            # The claim's walk over (workspace, type) pairs with queued jobs and each pair's
+            # head, so a paused or capped type's backlog is skipped whole (decision 0141).
+            models.Index(
+                fields=["workspace", "type", "-priority", "created_at"],
+                name="job_queued_workspace_type_idx",
+                condition=Q(status="queued"),
+            ),
             models.Index(
                 fields=["workspace", "type"],
                 name="job_running_workspace_idx",
@@ -499,3 +506,43 @@ class OperationJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation_id}: {self.job_id}"
+
+
+# A type's cap on running jobs in a workspace (SPEC §8, "Type policies").
+MAX_RUNNING_MAX = 1000
+
+
+class JobTypePolicy(models.Model):
+    """How a workspace runs one job type: ``paused`` (its queued jobs there do not start) and
+    ``max_running`` (at most this many of them run at once; NULL: no cap). No row is the same as
+    neither. Read by the dispatcher's predicate (services/flow.py); written only by
+    ``runner_jobs.services.policies``."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="job_type_policies", db_index=False
+    )
+    type = models.CharField(max_length=64)
+    paused = models.BooleanField(default=False)
+    max_running = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_RUNNING_MAX)]
+    )
+    # Who changed it last, and when (``user:alice``, ``staff:bob``); every change is also logged.
+    updated_by = models.CharField(max_length=255, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["workspace", "type"]
+        verbose_name = "job type policy"
+        verbose_name_plural = "job type policies"
+        constraints = [
+            # Also the index the dispatcher's predicate probes for each candidate job.
+            models.UniqueConstraint(fields=["workspace", "type"], name="job_type_policy_unique"),
+            models.CheckConstraint(
+                condition=Q(max_running__isnull=True)
+                | Q(max_running__gte=1, max_running__lte=MAX_RUNNING_MAX),
+                name="job_type_policy_max_running_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} in {self.workspace_id}"

@@ -6,10 +6,19 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from runner_jobs.errors import JobNotFoundError
-from runner_jobs.models import TERMINAL_STATUSES, JobEvent, Operation, RunnerJob
+from runner_jobs.models import (
+    TERMINAL_STATUSES,
+    JobEvent,
+    JobStatus,
+    JobTypePolicy,
+    Operation,
+    RunnerJob,
+)
+from runner_jobs.registry import job_types
+from workspaces.models import Workspace
 from workspaces.selectors import workspaces_for_user
 
 
@@ -77,3 +86,55 @@ def job_events_after(*, job_id: uuid.UUID | str, after: int, limit: int) -> Even
         JobEvent.objects.filter(job__pk=job_id, id__gt=after).order_by("timestamp", "id")[:limit]
     )
     return EventBatch(events=events, job_ended=status in TERMINAL_STATUSES)
+
+
+@dataclass(frozen=True)
+class JobTypeState:
+    """A registered job type as one workspace runs it: its policy there and its live jobs."""
+
+    name: str
+    external: bool
+    paused: bool
+    max_running: int | None
+    queued: int
+    running: int
+
+
+def job_type_states(*, workspace: Workspace, name: str | None = None) -> list[JobTypeState]:
+    """Every registered type (or only ``name``) in ``workspace``, by name: its policy (none:
+    not paused, no cap) and its queued and running jobs there. Two queries; the counts read the
+    workspace's live jobs (partial indexes of queued and of running jobs)."""
+    types = sorted(job_types().values(), key=lambda t: t.name)
+    if name is not None:
+        types = [t for t in types if t.name == name]
+    policies = {
+        policy.type: policy
+        for policy in JobTypePolicy.objects.filter(
+            workspace=workspace, type__in=[t.name for t in types]
+        )
+    }
+    counts: dict[tuple[str, str], int] = {
+        (type_, status): n
+        for type_, status, n in RunnerJob.objects.filter(
+            workspace=workspace,
+            type__in=[t.name for t in types],
+            status__in=(JobStatus.QUEUED, JobStatus.RUNNING),
+        )
+        .order_by()
+        .values_list("type", "status")
+        .annotate(n=Count("pk"))
+    }
+    states = []
+    for job_type in types:
+        policy = policies.get(job_type.name)
+        states.append(
+            JobTypeState(
+                name=job_type.name,
+                external=job_type.external,
+                paused=policy.paused if policy else False,
+                max_running=policy.max_running if policy else None,
+                queued=counts.get((job_type.name, JobStatus.QUEUED), 0),
+                running=counts.get((job_type.name, JobStatus.RUNNING), 0),
+            )
+        )
+    return states

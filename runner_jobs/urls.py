@@ -4,6 +4,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from runner_jobs.job_type_views import JobTypeViewSet
 from runner_jobs.operation_views import OperationViewSet
 from runner_jobs.schedule_views import ScheduleViewSet
 from runner_jobs.views import JobEventListView, RunnerJobViewSet
@@ -15,6 +16,7 @@ router.include_format_suffixes = False
 router.register("runner-jobs", RunnerJobViewSet, basename="runner-job")
 router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("operations", OperationViewSet, basename="operation")
+router.register("job-types", JobTypeViewSet, basename="job-type")
 
 urlpatterns = [
     path("workers/", WorkerListView.as_view(), name="workers"),

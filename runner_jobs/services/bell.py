@@ -2,6 +2,7 @@
 receives one claims the best runnable job (``flow``), whichever job rang."""
 
 import logging
+from collections.abc import Callable
 
 from django.db import transaction
 from kombu.exceptions import OperationalError
@@ -49,9 +50,13 @@ def _ring_quietly() -> None:
         logger.warning("slot freed, bell not rung (the sweeper will): %s", exc.detail)
 
 
-def bell_on_slot_freed(job: RunnerJob, *, was: str) -> None:
-    """After commit, ring once when ``job`` left ``running`` holding a concurrency slot: a job
-    of its key waiting for that slot starts now, not at the next sweep (its own bell found the
-    key full and did nothing)."""
-    if was == JobStatus.RUNNING and job.status != JobStatus.RUNNING and job.concurrency_key:
+def bell_on_slot_freed(job: RunnerJob, *, was: str, type_capped: Callable[[], bool]) -> None:
+    """After commit, ring when ``job`` left ``running`` holding a slot someone may wait for: one
+    bell for its concurrency key's slot, one for its type's ``max_running`` slot in its
+    workspace (``type_capped``, asked only when the job did leave ``running``). A job waiting
+    for that slot starts now, not at the next sweep (its own bell found the slot taken and did
+    nothing)."""
+    if was != JobStatus.RUNNING or job.status == JobStatus.RUNNING:
+        return
+    for _ in range(bool(job.concurrency_key) + type_capped()):
         transaction.on_commit(_ring_quietly, robust=True)

@@ -341,8 +341,11 @@ def job_claim(
     claimers skip each other's rows, so no job is claimed twice."""
     with transaction.atomic():
         jobs = jobs_lock_claimable(types=types, limit=limit, workspace_ids=workspace_ids)
+        flow.slots_lock(jobs)
         return [
-            job_write(job, _start_change(job, worker), actor) for job in jobs if flow.slot_take(job)
+            job_write(job, _start_change(job, worker), actor)
+            for job, type_cap in jobs
+            if flow.slot_free(job, type_cap=type_cap)
         ]
 
 
@@ -366,9 +369,10 @@ def job_claim_next(
     of clock skew count a job due that soon as due.
     None when nothing may start (every runnable job taken, or none waiting).
 
-    One statement for a job without a concurrency key; a keyed job's claim counts its key once
-    more under the key's lock (``flow.slot_held``) and is rolled back and tried again if another
-    claimer took the last slot meanwhile."""
+    One statement for a job without a concurrency key or a capped type; a keyed job's claim
+    counts its key once more under the key's lock (a capped type's: its type, under the type's
+    lock; ``flow.slot_held``) and is rolled back and tried again if another claimer took the
+    last slot meanwhile."""
     for attempt in range(CLAIM_ATTEMPTS):
         if attempt:
             time.sleep(CLAIM_BACKOFF_SECONDS * 2 ** (attempt - 1))
@@ -390,14 +394,17 @@ def _claim_once(
     *, actor: str, worker: str, task_id: str, due: tuple[list[str], Any]
 ) -> RunnerJob | None:
     """One claim: the started job, or None (nothing unlocked was runnable in the statement's
-    snapshot, or a keyed job's slot was taken meanwhile and the claim rolled back)."""
+    snapshot, or a keyed job's (capped type's) slot was taken meanwhile and the claim rolled
+    back)."""
     # A transaction: a keyed job's claim holds its key's advisory lock until commit.
     with transaction.atomic():
         written = _claim_statement(actor=actor, worker=worker, task_id=task_id, due=due)
         if written is None:
             return None
-        if not flow.slot_held(written.job):
-            # Another claimer took the key's last slot after this statement's snapshot.
+        (type_cap,) = written.extra
+        if not flow.slot_held(written.job, type_cap=type_cap):
+            # Another claimer took the key's (the type's) last slot after this statement's
+            # snapshot.
             transaction.set_rollback(True)
             return None
         events_committed_on_commit(written.events, workspace_id=written.job.workspace_id)
@@ -430,6 +437,7 @@ def _claim_statement(
         extra_where="id = (SELECT id FROM pick)",
         ctes=ctes,
         cte_params=cte_params,
+        select_extra=("(SELECT type_cap FROM pick)",),
     )
 
 

@@ -75,15 +75,15 @@ def job_lock(job_id: uuid.UUID | str) -> RunnerJob:
     """The job's row, locked until the surrounding transaction ends."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("job_lock must run inside transaction.atomic()")
-    return job_get(job_id, RunnerJob.objects.select_for_update())
+    return job_get(job_id, flow.with_type_capped(RunnerJob.objects.select_for_update()))
 
 
 def jobs_lock_claimable(
     *, types: list[str], limit: int, workspace_ids: list[int] | None
-) -> list[RunnerJob]:
+) -> list[tuple[RunnerJob, int | None]]:
     """Lock up to ``limit`` runnable jobs of ``types`` (the dispatcher's predicate,
     ``flow.runnable_sql``), skipping rows another claimer holds, highest priority first, then
-    oldest."""
+    oldest; each with its type's ``max_running`` in its workspace (None: no cap)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("jobs_lock_claimable must run inside transaction.atomic()")
     runnable, params = flow.runnable_sql("j", types=types, now=timezone.now())
@@ -91,10 +91,12 @@ def jobs_lock_claimable(
         runnable += " AND j.workspace_id = ANY(%s)"
         params.append(workspace_ids)
     sql = (
-        f'SELECT j.* FROM "{RunnerJob._meta.db_table}" j WHERE {runnable} '
+        f'SELECT j.*, {flow.type_cap_sql("j")} AS type_cap FROM "{RunnerJob._meta.db_table}" j '
+        f"WHERE {runnable} "
         "ORDER BY j.priority DESC, j.created_at LIMIT %s FOR UPDATE OF j SKIP LOCKED"
     )
-    return list(RunnerJob.objects.raw(sql, [*params, limit]))
+    jobs = RunnerJob.objects.raw(sql, [*params, limit])
+    return [(job, vars(job).pop("type_cap")) for job in jobs]
 
 
 def job_write(job: RunnerJob, change: Change, actor: str) -> RunnerJob:
@@ -117,11 +119,18 @@ def job_write(job: RunnerJob, change: Change, actor: str) -> RunnerJob:
         )
         if change.on_commit:
             transaction.on_commit(change.on_commit)
-        bell_on_slot_freed(job, was=was)
+        bell_on_slot_freed(job, was=was, type_capped=lambda: _type_capped(job))
         metrics.job_change_observed(
             job=job, event_type=change.event_type, actor=actor, transition="status" in change.fields
         )
     return job
+
+
+def _type_capped(job: RunnerJob) -> bool:
+    """Whether ``job``'s type has a ``max_running`` in its workspace: read with the job by
+    ``job_lock`` and ``job_update_optimistic`` (no query of its own), else asked now."""
+    capped: bool | None = getattr(job, "type_capped", None)
+    return flow.type_capped(job) if capped is None else capped
 
 
 def job_update_locked(
@@ -146,7 +155,7 @@ def job_update_optimistic(
     decide again, ``OPTIMISTIC_ATTEMPTS`` times in all, then raise ``ConcurrentUpdateError``."""
     attempt = 0
     while True:
-        job = job_get(job_id)
+        job = job_get(job_id, flow.with_type_capped(RunnerJob.objects.all()))
         _expected_version_check(job, expected_version)
         change = plan(job)
         try:
@@ -157,6 +166,10 @@ def job_update_optimistic(
             if attempt == OPTIMISTIC_ATTEMPTS:
                 raise
             _backoff_sleep(attempt - 1)
+
+
+def _first_extra(written: statements.Written) -> Callable[[], bool]:
+    return lambda: bool(written.extra and written.extra[0])
 
 
 def job_update_conditional(
@@ -172,19 +185,31 @@ def job_update_conditional(
     matches. When nothing matched, the job is read once to raise the right refusal (not found,
     ``stale_lease``, or ``refuse``'s ``invalid_transition``); if that read finds the job
     acceptable after all (it changed in between), the statement runs again."""
+    transition = any(a.column == "status" for a in write["assignments"])
+    # A move out of ``running`` learns in the same statement whether it frees a capped type's
+    # slot (decision 0141): no query of its own on a worker's completion.
+    capped = (flow.type_capped_sql("job"),) if transition and RUNNING in statuses else ()
     for _ in range(OPTIMISTIC_ATTEMPTS):
         written = statements.job_update_where(
-            job_id=job_id, statuses=list(statuses), lease_token=lease_token, **write
+            job_id=job_id,
+            statuses=list(statuses),
+            lease_token=lease_token,
+            select_extra=capped,
+            **write,
         )
         if written is not None:
             job = written.job
             events_committed_on_commit(written.events, workspace_id=job.workspace_id)
-            bell_on_slot_freed(job, was=JobStatus.RUNNING if RUNNING in statuses else "")
+            bell_on_slot_freed(
+                job,
+                was=JobStatus.RUNNING if RUNNING in statuses else "",
+                type_capped=_first_extra(written),
+            )
             metrics.job_changes_observed(
                 job=job,
                 event_types=[write["event_type"]],
                 actor=write["actor"],
-                transition=any(a.column == "status" for a in write["assignments"]),
+                transition=transition,
             )
             return job
         job = job_get(job_id)

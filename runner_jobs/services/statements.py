@@ -31,10 +31,12 @@ EventSpec = tuple[str, str, dict[str, Any]]  # (type, actor, payload)
 
 @dataclass(frozen=True)
 class Written:
-    """A job as a statement left it, with the events that statement wrote."""
+    """A job as a statement left it, with the events that statement wrote (and the values of
+    the statement's ``select_extra`` expressions, in order)."""
 
     job: RunnerJob
     events: list[JobEvent]
+    extra: tuple[Any, ...] = ()
 
 
 def _columns() -> "list[Field[Any, Any]]":
@@ -49,14 +51,15 @@ _EVENTS_JSON = (
 
 
 @cache
-def _job_select() -> str:
+def _job_select(extra: tuple[str, ...] = ()) -> str:
     """The changed row's columns, then its workspace's slug and its creator's username, so the
-    API's representation needs no further query."""
+    API's representation needs no further query; its events; then the ``extra`` expressions."""
     cols = ", ".join(f'job."{field.column}"' for field in _columns())
     user_table = User._meta.db_table
     workspace_table = Workspace._meta.db_table
+    more = "".join(f", {expression}" for expression in extra)
     return (
-        f"{cols}, ws.slug, ws.name, u.username, {_EVENTS_JSON} FROM job "
+        f"{cols}, ws.slug, ws.name, u.username, {_EVENTS_JSON}{more} FROM job "
         f'JOIN "{workspace_table}" ws ON ws.id = job.workspace_id '
         f'LEFT JOIN "{user_table}" u ON u.id = job.created_by_id'
     )
@@ -83,7 +86,7 @@ def _event_values(count: int, *, payload_expr: str = "%s::jsonb") -> str:
     return f"VALUES {rows}"
 
 
-def _hydrate(row: Sequence[Any], events_json: Any) -> Written:
+def _hydrate(row: Sequence[Any], events_json: Any, extra: Sequence[Any] = ()) -> Written:
     fields = _columns()
     values = list(row[: len(fields)])
     job = RunnerJob.from_db(
@@ -112,7 +115,7 @@ def _hydrate(row: Sequence[Any], events_json: Any) -> Written:
         )
         for item in (json.loads(events_json) if isinstance(events_json, str) else events_json)
     ]
-    return Written(job=job, events=events)
+    return Written(job=job, events=events, extra=tuple(extra))
 
 
 @cache
@@ -172,6 +175,7 @@ def job_update_where(
     extra_params: Sequence[Any] = (),
     ctes: str = "",
     cte_params: Sequence[Any] = (),
+    select_extra: tuple[str, ...] = (),
 ) -> Written | None:
     """One conditional write: ``UPDATE ... SET <assignments>, version = version + 1 WHERE id
     AND status IN statuses [AND lease_token]`` and its event, in one statement. None when no
@@ -180,7 +184,8 @@ def job_update_where(
 
     Without a ``job_id`` the row is the one ``extra_where`` selects, usually from ``ctes``
     (``WITH RECURSIVE`` common table expressions written before the UPDATE's own): the
-    dispatcher's claim of the best runnable job (``services/flow.py``)."""
+    dispatcher's claim of the best runnable job (``services/flow.py``). ``select_extra``: SQL
+    expressions (over ``job`` and the CTEs) whose values come back in ``Written.extra``."""
     where = "status = ANY(%s)"
     where_params: list[Any] = [list(statuses)]
     if job_id is not None:
@@ -209,7 +214,7 @@ def job_update_where(
         f'job AS (UPDATE "{RunnerJob._meta.db_table}" SET {sets}, version = version + 1 '
         f"WHERE {where} RETURNING *), "
         f"ev AS ({_event_insert('job', values)}) "
-        f"SELECT {_job_select()}"
+        f"SELECT {_job_select(select_extra)}"
     )
     params = [
         *cte_params,
@@ -222,4 +227,5 @@ def job_update_where(
         row = cursor.fetchone()
     if row is None:
         return None
-    return _hydrate(row[:-1], row[-1])
+    end = len(row) - len(select_extra)
+    return _hydrate(row[: end - 1], row[end - 1], row[end:])

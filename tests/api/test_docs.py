@@ -34,6 +34,8 @@ DOCUMENTED = {
     ("/api/v1/operations/", "get"): SHARED | {"200"},
     ("/api/v1/operations/{id}/", "get"): SHARED | {"200", "404"},
     ("/api/v1/operations/{id}/cancel/", "post"): SHARED | WRITE | {"200", "404", "409"},
+    ("/api/v1/job-types/", "get"): SHARED | {"200", "404"},
+    ("/api/v1/job-types/{name}/", "patch"): SHARED | WRITE | BODY | {"200", "404"},
 }
 
 

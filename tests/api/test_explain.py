@@ -9,6 +9,7 @@ from django.utils import timezone
 from runner_jobs import services
 from runner_jobs.models import RunnerJob
 from runner_jobs.registry import external_type_names
+from runner_jobs.services.policies import job_type_policy_update
 from tests.api.conftest import token_client
 from tests.factories import UserFactory, job_in_state
 
@@ -157,3 +158,28 @@ def test_unauthenticated_is_401(workspace):
 
     job = job_in_state("queued", workspace=workspace)
     assert APIClient().get(URL.format(job.pk)).status_code == 401
+
+
+def test_a_paused_or_full_capped_type_is_the_reason(client, workspace):
+    a_live_worker()
+    job_type_policy_update(workspace=workspace, type="echo", actor="u", paused=True)
+    waiting = job_in_state("queued", workspace=workspace)
+    body = explain(client, waiting)
+    assert (body["runnable"], body["reasons"]) == (
+        False,
+        [{"code": "type_paused", "detail": "echo is paused in this workspace."}],
+    )
+    assert claim_next() is None
+    job_type_policy_update(workspace=workspace, type="echo", actor="u", paused=False, max_running=1)
+    running = claim_next()
+    assert running is not None and running.pk == waiting.pk
+    second = job_in_state("queued", workspace=workspace)
+    assert explain(client, second)["reasons"] == [
+        {
+            "code": "type_max_running",
+            "detail": "At most 1 echo job(s) run at once in this workspace; all taken.",
+            "max_running": 1,
+            "running": [str(running.pk)],
+        }
+    ]
+    assert claim_next() is None

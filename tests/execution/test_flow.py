@@ -3,12 +3,14 @@ fairness between workspaces, measured from the jobs' events."""
 
 import time
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from django.db.models import Max, Min
 from django.utils import timezone
 
 from runner_jobs.models import JobEvent, RunnerJob
+from runner_jobs.services.policies import job_type_policy_update
 from tests.execution.conftest import wait_for
 from tests.execution.test_worker import create, finished
 from tests.factories import WorkspaceFactory
@@ -113,3 +115,41 @@ def test_a_job_behind_a_full_key_expires_and_never_starts(start_worker, workspac
         "job.expired",
     ]
     assert finished(holder).status == "completed"
+
+
+def test_a_paused_type_waits_and_starts_within_two_seconds_of_a_resume(start_worker):
+    """Paused in A: A's jobs of the type wait (B's start), and start within about two seconds
+    of the resume (its bells), not at a sweep."""
+    a, b = WorkspaceFactory(), WorkspaceFactory()
+    job_type_policy_update(workspace=a, type="echo", actor="user:ada", paused=True)
+    start_worker(concurrency=2)
+    held = [create(a, "echo", {"n": n}) for n in range(5)]
+    elsewhere = finished(create(b, "echo", {"b": 1}), timeout=10)
+    assert elsewhere.status == "completed"
+    time.sleep(1.5)
+    assert set(
+        RunnerJob.objects.filter(pk__in=[j.pk for j in held]).values_list("status", flat=True)
+    ) == {"queued"}
+    resumed_at = timezone.now()
+    job_type_policy_update(workspace=a, type="echo", actor="user:ada", paused=False)
+    done = [finished(job, timeout=10) for job in held]
+    assert {job.status for job in done} == {"completed"}
+    latest = max((job.started_at - resumed_at).total_seconds() for job in done)
+    assert latest < 2, latest
+    assert not JobEvent.objects.filter(job__in=held, type="job.redispatched").exists()
+
+
+def test_max_running_one_runs_a_type_one_at_a_time_and_the_next_starts_within_a_second(
+    start_worker, workspace
+):
+    job_type_policy_update(workspace=workspace, type="sleep", actor="user:ada", max_running=1)
+    start_worker(concurrency=4)
+    jobs = [create(workspace, "sleep", {"seconds": 0.5}) for _ in range(5)]
+    done = sorted((finished(job, timeout=20) for job in jobs), key=lambda job: str(job.started_at))
+    assert {job.status for job in done} == {"completed"}
+    assert most_running_at_once(jobs) == 1
+    gaps = [
+        (after.started_at - before.completed_at).total_seconds() for before, after in pairwise(done)
+    ]
+    assert max(gaps) < 1, gaps
+    assert not JobEvent.objects.filter(job__in=jobs, type="job.redispatched").exists()

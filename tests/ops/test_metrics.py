@@ -12,7 +12,7 @@ from runner_jobs import metrics, services
 from runner_jobs.models import RunnerJob
 from runner_jobs.services import locking
 from runner_jobs.services.jobs import job_recover_lost
-from tests.factories import WorkspaceFactory
+from tests.factories import WorkspaceFactory, job_in_state
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("metrics_reset")]
 
@@ -211,3 +211,47 @@ def test_the_sweeper_counts_the_jobs_it_expired_and_timed_out(client):
         if name == "runner_jobs_sweeper_recoveries_total"
     }
     assert recoveries == {"expired": 1, "timed_out": 1}
+
+
+def test_queued_and_running_jobs_per_workspace_and_type(client, monkeypatch):
+    """Only pairs with live jobs, both statuses; past WORKSPACE_SERIES_MAX workspaces, the
+    quieter ones are summed as "(other)"."""
+    big, small, tiny = (WorkspaceFactory(slug=slug) for slug in ("big", "small", "tiny"))
+    for workspace, type_, status, n in [
+        (big, "echo", "queued", 3),
+        (big, "echo", "running", 1),
+        (big, "agent-task", "queued", 1),
+        (small, "echo", "running", 2),
+        (tiny, "echo", "queued", 1),
+        (tiny, "echo", "completed", 4),
+    ]:
+        for _ in range(n):
+            job_in_state(status, workspace=workspace, type=type_)
+
+    def series(values) -> dict[tuple[str, str, str], float]:
+        return {
+            (labels["workspace"], labels["type"], labels["status"]): v
+            for (name, pairs), v in values.items()
+            if name == "runner_jobs_workspace_jobs"
+            for labels in [dict(pairs)]
+        }
+
+    assert series(scrape(client)) == {
+        ("big", "echo", "queued"): 3,
+        ("big", "echo", "running"): 1,
+        ("big", "agent-task", "queued"): 1,
+        ("big", "agent-task", "running"): 0,
+        ("small", "echo", "queued"): 0,
+        ("small", "echo", "running"): 2,
+        ("tiny", "echo", "queued"): 1,
+        ("tiny", "echo", "running"): 0,
+    }
+    monkeypatch.setattr(metrics, "WORKSPACE_SERIES_MAX", 1)
+    assert series(scrape(client)) == {
+        ("big", "echo", "queued"): 3,
+        ("big", "echo", "running"): 1,
+        ("big", "agent-task", "queued"): 1,
+        ("big", "agent-task", "running"): 0,
+        ("(other)", "echo", "queued"): 1,
+        ("(other)", "echo", "running"): 2,
+    }
