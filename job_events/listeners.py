@@ -20,7 +20,7 @@ def events_recorded(events: list[JobEvent], workspace_id: int) -> None:
 
 
 def events_committed(events: list[JobEvent], workspace_id: int) -> None:
-    """After the commit of a write's ``events`` (one job's): wake the job's streams once (a
-    robust on-commit hook: a Redis outage is logged, never raised into the writer; streams still
-    find the events by polling)."""
-    job_events_notify(job_id=events[0].job_id)
+    """After the commit of a write's ``events`` (one job's, or a batch's): wake each job's
+    streams once (a robust on-commit hook: a Redis outage is logged, never raised into the
+    writer; streams still find the events by polling)."""
+    job_events_notify(job_ids=list(dict.fromkeys(event.job_id for event in events)))

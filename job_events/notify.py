@@ -14,7 +14,7 @@ import logging
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
 
@@ -41,13 +41,17 @@ def _publisher() -> redis.Redis:
     )
 
 
-def job_events_notify(*, job_id: uuid.UUID | str) -> None:
-    """Tell every listening stream that ``job_id`` has new committed events. Never raises: the
-    events are already committed, and streams find them by polling if this ring is lost."""
+def job_events_notify(*, job_ids: Sequence[uuid.UUID | str]) -> None:
+    """Tell every listening stream that each of ``job_ids`` has new committed events, in one
+    round trip. Never raises: the events are already committed, and streams find them by
+    polling if these rings are lost."""
     try:
-        _publisher().publish(CHANNEL, str(job_id))
+        pipe = _publisher().pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.publish(CHANNEL, str(job_id))
+        pipe.execute()
     except redis.RedisError:
-        logger.warning("Could not publish the event notification for job %s", job_id)
+        logger.warning("Could not publish the event notifications of jobs %s", job_ids)
 
 
 class StreamWakeups:

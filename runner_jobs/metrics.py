@@ -165,6 +165,30 @@ def job_changes_observed(
     transaction.on_commit(observed, robust=True)
 
 
+def jobs_changes_observed(
+    *, jobs: list[RunnerJob], event_types: list[str], actor: str, transition: bool
+) -> None:
+    """After commit: count a batch's changes of one kind (a bulk operation's: each job had the
+    same ``event_types`` written) in one Redis round trip and log the batch once, naming its
+    jobs."""
+    context = {
+        "job_ids": [str(job.pk) for job in jobs],
+        "jobs": len(jobs),
+        "actor": actor,
+        "event_type": event_types[-1],
+        **({"event_types": event_types} if len(event_types) > 1 else {}),
+    }
+
+    def observed() -> None:
+        if transition:
+            counters_inc([(TRANSITIONS, (event_type,), len(jobs)) for event_type in event_types])
+            logger.info("jobs_transition", **context)
+        else:
+            logger.debug("jobs_report", **context)
+
+    transaction.on_commit(observed, robust=True)
+
+
 def optimistic_conflict_observed(*, retried: bool) -> None:
     counter_inc(OPTIMISTIC_CONFLICTS)
     if retried:

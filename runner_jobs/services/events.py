@@ -2,14 +2,16 @@
 its state with events and learns of committed ones without this app importing it
 (docs/decisions/0090-app-layers.md)."""
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import transaction
 
 from runner_jobs.models import JobEvent, JobStep, RunnerJob
 
-# Called after the commit of a write, with its events (oldest first) and their job's workspace id.
+# Called after the commit of a write, with its events (oldest first; one job's, or a batch's, in
+# job id order) and their workspace's id.
 EventListener = Callable[[list[JobEvent], int], None]
 _listeners: list[EventListener] = []
 
@@ -74,3 +76,15 @@ def events_committed_on_commit(events: list[JobEvent], *, workspace_id: int) -> 
         recorder(events, workspace_id)
     if _listeners:
         transaction.on_commit(lambda: _events_committed(events, workspace_id), robust=True)
+
+
+def events_by_workspace_committed_on_commit(
+    events: list[JobEvent], *, workspace_of: Mapping[uuid.UUID, int]
+) -> None:
+    """``events_committed_on_commit`` for a batch's events (several jobs', perhaps of several
+    workspaces, ``workspace_of`` naming each job's): one hook per workspace."""
+    by_workspace: dict[int, list[JobEvent]] = {}
+    for event in events:
+        by_workspace.setdefault(workspace_of[event.job_id], []).append(event)
+    for workspace_id, workspace_events in by_workspace.items():
+        events_committed_on_commit(workspace_events, workspace_id=workspace_id)

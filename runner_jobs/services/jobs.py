@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -24,6 +24,8 @@ from runner_jobs.errors import (
     IdempotencyConflictError,
     InvalidTransitionError,
     JobInputError,
+    JobNotFoundError,
+    JobServiceError,
 )
 from runner_jobs.events import EventType
 from runner_jobs.labels import metadata_errors, tags_errors, tags_normalized
@@ -36,6 +38,7 @@ from .changes import (
     LEASE_CLEARED,
     Change,
     LeaseToken,
+    Plan,
     lease_expiry,
     lease_fields,
     queue_fields,
@@ -43,13 +46,15 @@ from .changes import (
     stored_value_error,
 )
 from .dispatch import job_publish_on_commit
-from .events import events_committed_on_commit
+from .events import events_by_workspace_committed_on_commit, events_committed_on_commit
 from .locking import (
     job_update_conditional,
     job_update_locked,
     job_update_optimistic,
     job_write,
+    jobs_lock,
     jobs_lock_claimable,
+    jobs_write,
     lease_check,
 )
 from .transitions import RETRYABLE_STATUSES, require_status, transition_check
@@ -165,7 +170,20 @@ class JobCreateResult:
     created: bool
 
 
-def _job_insert(
+@dataclass(frozen=True)
+class NewJob:
+    """A job to insert ``queued`` (every field set) with its ``job.created`` and ``job.queued``
+    events; ``external`` when it waits for a coordinator (no doorbell)."""
+
+    job: RunnerJob
+    events: list[statements.EventSpec]
+    external: bool
+
+
+NEW_JOB_EVENT_TYPES: list[str] = [E.JOB_CREATED, E.JOB_QUEUED]
+
+
+def _job_new(
     *,
     workspace: Workspace,
     spec: JobSpec,
@@ -176,11 +194,9 @@ def _job_insert(
     fingerprint: str = "",
     job_id: uuid.UUID | None = None,
     event_extra: Mapping[str, Any] | None = None,
-) -> RunnerJob:
-    """Insert a job already ``queued``, with its ``job.created`` (``event_extra`` added to its
-    payload) and ``job.queued`` events, in one statement. A Celery-run job's message is
-    published after the commit; if that publish fails or never happens, the sweeper sends it
-    again (as for any lost message)."""
+) -> NewJob:
+    """A new job as a create or a retry makes it: already ``queued``, with its ``job.created``
+    (``event_extra`` added to its payload) and ``job.queued`` events."""
     job_type = spec.job_type()
     job = RunnerJob(
         id=job_id or uuid.uuid4(),
@@ -210,16 +226,54 @@ def _job_insert(
         created_payload["retry_of"] = str(retry_of.pk)
     created_payload.update(event_extra or {})
     queued_by, queued_payload = (actor, {"external": True}) if job_type.external else (SYSTEM, {})
-    events = [(E.JOB_CREATED, actor, created_payload), (E.JOB_QUEUED, queued_by, queued_payload)]
-    written = _insert_unique(job, events)
+    events: list[statements.EventSpec] = [
+        (E.JOB_CREATED, actor, created_payload),
+        (E.JOB_QUEUED, queued_by, queued_payload),
+    ]
+    return NewJob(job=job, events=events, external=job_type.external)
+
+
+def _job_insert(*, actor: str, **fields: Any) -> RunnerJob:
+    """Insert a new job (``_job_new``'s ``fields``) and its events in one statement."""
+    return _new_job_insert(_job_new(actor=actor, **fields), actor=actor)
+
+
+def _new_job_insert(new: NewJob, *, actor: str) -> RunnerJob:
+    """Insert ``new`` and its events in one statement. A Celery-run job's message is published
+    after the commit; if that publish fails or never happens, the sweeper sends it again (as
+    for any lost message)."""
+    written = _insert_unique(new.job, new.events)
     job = written.job
     events_committed_on_commit(written.events, workspace_id=job.workspace_id)
     metrics.job_changes_observed(
-        job=job, event_types=[E.JOB_CREATED, E.JOB_QUEUED], actor=actor, transition=True
+        job=job, event_types=NEW_JOB_EVENT_TYPES, actor=actor, transition=True
     )
-    if not job_type.external:
+    if not new.external:
         transaction.on_commit(lambda: job_publish_on_commit(job), robust=True)
     return job
+
+
+def _jobs_insert(news: list[NewJob], *, actor: str) -> None:
+    """``_job_insert`` for a batch of new jobs without unique keys (a bulk retry's): the jobs
+    and their events in one statement, the side effects once for the batch; each Celery-run
+    job still rings its own doorbell after the commit."""
+    if not news:
+        return
+    events = statements.jobs_insert([(new.job, new.events) for new in news])
+    jobs = [new.job for new in news]
+    events_by_workspace_committed_on_commit(
+        events, workspace_of={job.pk: job.workspace_id for job in jobs}
+    )
+    metrics.jobs_changes_observed(
+        jobs=jobs, event_types=NEW_JOB_EVENT_TYPES, actor=actor, transition=True
+    )
+    rung = [new.job for new in news if not new.external]
+
+    def publish() -> None:
+        for job in rung:
+            job_publish_on_commit(job)
+
+    transaction.on_commit(publish, robust=True)
 
 
 def _insert_unique(job: RunnerJob, events: Sequence[statements.EventSpec]) -> statements.Written:
@@ -579,6 +633,14 @@ def job_attempt_failed(
     return job_update_locked(job_id=job_id, plan=plan, actor=actor)
 
 
+def _cancel_change(
+    job: RunnerJob, event_extra: Mapping[str, Any] | None, now: datetime | None = None
+) -> Change:
+    transition_check(job.status, S.CANCELLED)
+    fields = {"status": S.CANCELLED, "completed_at": now or timezone.now(), **LEASE_CLEARED}
+    return Change(E.JOB_CANCELLED, {"from": job.status, **(event_extra or {})}, fields)
+
+
 def job_cancel(
     *,
     job_id: uuid.UUID | str,
@@ -589,14 +651,53 @@ def job_cancel(
     """``pending``/``queued``/``running`` -> ``cancelled``. A running handler sees it at its
     next progress check and stops; its lease is void from now on. ``event_extra`` goes into the
     event's payload (a bulk operation names itself there)."""
-
-    def plan(job: RunnerJob) -> Change:
-        transition_check(job.status, S.CANCELLED)
-        fields = {"status": S.CANCELLED, "completed_at": timezone.now(), **LEASE_CLEARED}
-        return Change(E.JOB_CANCELLED, {"from": job.status, **(event_extra or {})}, fields)
-
     return job_update_optimistic(
-        job_id=job_id, plan=plan, actor=actor, expected_version=expected_version
+        job_id=job_id,
+        plan=lambda job: _cancel_change(job, event_extra),
+        actor=actor,
+        expected_version=expected_version,
+    )
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch service did: the jobs it changed, and why it left each other one."""
+
+    changed: list[RunnerJob]
+    refused: dict[uuid.UUID, JobServiceError]
+
+
+def _jobs_write_planned(
+    *, job_ids: Sequence[uuid.UUID], jobs: list[RunnerJob], plan: Plan, actor: str
+) -> BatchOutcome:
+    """``plan`` each locked job (the single-job service's own rule), then write the changes it
+    allowed in one statement; a job it refused, or one that no longer exists, is left as is."""
+    found = {job.pk for job in jobs}
+    refused: dict[uuid.UUID, JobServiceError] = {
+        job_id: JobNotFoundError() for job_id in job_ids if job_id not in found
+    }
+    writes: list[tuple[RunnerJob, Change]] = []
+    for job in jobs:
+        try:
+            writes.append((job, plan(job)))
+        except JobServiceError as exc:
+            refused[job.pk] = exc
+    jobs_write(writes, actor)
+    return BatchOutcome(changed=[job for job, _ in writes], refused=refused)
+
+
+def jobs_cancel(
+    *, job_ids: Sequence[uuid.UUID], actor: str, event_extra: Mapping[str, Any] | None = None
+) -> BatchOutcome:
+    """``job_cancel`` for each of ``job_ids`` (same rule, event and payload), set-based: their
+    rows locked in one statement, the cancellable ones cancelled with their events in another.
+    Runs inside the caller's transaction (a bulk operation's batch)."""
+    now = timezone.now()
+    return _jobs_write_planned(
+        job_ids=job_ids,
+        jobs=jobs_lock(job_ids),
+        plan=lambda job: _cancel_change(job, event_extra, now),
+        actor=actor,
     )
 
 
@@ -609,6 +710,41 @@ def _retry_spec(old: RunnerJob, changes: Mapping[str, Any]) -> tuple[JobSpec, li
     spec = JobSpec.of(old)
     changed = sorted(name for name, value in changes.items() if getattr(spec, name) != value)
     return replace(spec, **{name: changes[name] for name in changed}), changed
+
+
+def _retry_change(
+    old: RunnerJob,
+    *,
+    already_retried: bool,
+    actor: str,
+    created_by: User | None,
+    changes: Mapping[str, Any] | None,
+    event_extra: Mapping[str, Any] | None,
+    insert: Callable[..., None],
+) -> Change:
+    """The rules of a retry, on the old job's locked row: its state, "a job is retried once",
+    the new job's checks; the change's ``extra`` hands the new job's fields to ``insert``."""
+    require_status(old.status, RETRYABLE_STATUSES, "retry")
+    if already_retried:
+        raise InvalidTransitionError(ALREADY_RETRIED)
+    spec, changed = _retry_spec(old, changes or {})
+    spec.job_type()
+    extra = dict(event_extra or {})
+    created_extra = {**extra, "changed": changed} if changes is not None else extra
+    new_id = uuid.uuid4()
+
+    def insert_new(old: RunnerJob) -> None:
+        insert(
+            job_id=new_id,
+            workspace=old.workspace,
+            spec=spec,
+            actor=actor,
+            created_by=created_by,
+            retry_of=old,
+            event_extra=created_extra,
+        )
+
+    return Change(E.JOB_RETRIED, {"retry_job_id": str(new_id), **extra}, extra=insert_new)
 
 
 def job_retry(
@@ -630,35 +766,66 @@ def job_retry(
     A job is retried once: decided under the old job's row lock, so of two racing retries (API,
     admin, a bulk operation, anyone) exactly one makes a new job and the other gets
     ``InvalidTransitionError``."""
-    new_id = uuid.uuid4()
     created: list[RunnerJob] = []
-    extra = dict(event_extra or {})
 
     def plan(old: RunnerJob) -> Change:
-        require_status(old.status, RETRYABLE_STATUSES, "retry")
-        if old.retries.exists():
-            raise InvalidTransitionError(ALREADY_RETRIED)
-        spec, changed = _retry_spec(old, changes or {})
-        spec.job_type()
-        created_extra = {**extra, "changed": changed} if changes is not None else extra
-
-        def insert_new(old: RunnerJob) -> None:
-            created.append(
-                _job_insert(
-                    job_id=new_id,
-                    workspace=old.workspace,
-                    spec=spec,
-                    actor=actor,
-                    created_by=created_by,
-                    retry_of=old,
-                    event_extra=created_extra,
-                )
-            )
-
-        return Change(E.JOB_RETRIED, {"retry_job_id": str(new_id), **extra}, extra=insert_new)
+        return _retry_change(
+            old,
+            already_retried=old.retries.exists(),
+            actor=actor,
+            created_by=created_by,
+            changes=changes,
+            event_extra=event_extra,
+            insert=lambda **fields: created.append(_job_insert(**fields)),
+        )
 
     job_update_locked(job_id=job_id, plan=plan, actor=actor, expected_version=expected_version)
     return created[-1]
+
+
+def jobs_retry(
+    *,
+    job_ids: Sequence[uuid.UUID],
+    actor: str,
+    created_by: User | None = None,
+    event_extra: Mapping[str, Any] | None = None,
+) -> BatchOutcome:
+    """``job_retry`` for each of ``job_ids`` (same rules, new jobs and events): the old rows
+    locked and their earlier retries read once for the batch, the old jobs' ``job.retried`` in
+    one statement, the new jobs and their events in another (a new job with a unique key is
+    inserted as a single retry inserts it: the key's index decides). Runs inside the caller's
+    transaction (a bulk operation's batch)."""
+    olds = jobs_lock(job_ids)
+    retried = set(
+        RunnerJob.objects.filter(retry_of__in=[old.pk for old in olds]).values_list(
+            "retry_of_id", flat=True
+        )
+    )
+    news: list[NewJob] = []
+
+    def insert(**fields: Any) -> None:
+        new = _job_new(**fields)
+        if new.job.unique_key is None:
+            news.append(new)
+        else:
+            _new_job_insert(new, actor=actor)
+
+    outcome = _jobs_write_planned(
+        job_ids=job_ids,
+        jobs=olds,
+        plan=lambda old: _retry_change(
+            old,
+            already_retried=old.pk in retried,
+            actor=actor,
+            created_by=created_by,
+            changes=None,
+            event_extra=event_extra,
+            insert=insert,
+        ),
+        actor=actor,
+    )
+    _jobs_insert(news, actor=actor)
+    return outcome
 
 
 def job_recover_lost(*, job_id: uuid.UUID | str, actor: str = "system") -> RunnerJob:

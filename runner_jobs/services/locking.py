@@ -17,11 +17,12 @@ import hmac
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -37,7 +38,11 @@ from runner_jobs.models import JobStatus, RunnerJob
 from . import flow, statements
 from .bell import bell_on_slot_freed
 from .changes import Change, LeaseToken, Plan
-from .events import event_record, events_committed_on_commit
+from .events import (
+    event_record,
+    events_by_workspace_committed_on_commit,
+    events_committed_on_commit,
+)
 
 OPTIMISTIC_ATTEMPTS = 3
 RUNNING = JobStatus.RUNNING
@@ -76,6 +81,19 @@ def job_lock(job_id: uuid.UUID | str) -> RunnerJob:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("job_lock must run inside transaction.atomic()")
     return job_get(job_id, flow.with_type_capped(RunnerJob.objects.select_for_update()))
+
+
+def jobs_lock(job_ids: Sequence[uuid.UUID]) -> list[RunnerJob]:
+    """The rows of ``job_ids`` that exist (with their workspace), locked until the surrounding
+    transaction ends; taken in id order, so two batches never wait for each other in a cycle."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("jobs_lock must run inside transaction.atomic()")
+    return list(
+        flow.with_type_capped(RunnerJob.objects.select_related("workspace"))
+        .select_for_update(of=("self",))
+        .filter(pk__in=job_ids)
+        .order_by("pk")
+    )
 
 
 def jobs_lock_claimable(
@@ -131,6 +149,55 @@ def _type_capped(job: RunnerJob) -> bool:
     ``job_lock`` and ``job_update_optimistic`` (no query of its own), else asked now."""
     capped: bool | None = getattr(job, "type_capped", None)
     return flow.type_capped(job) if capped is None else capped
+
+
+def jobs_write(writes: Sequence[tuple[RunnerJob, Change]], actor: str) -> None:
+    """``job_write`` for a batch of jobs this transaction holds locked (``jobs_lock``), whose
+    changes are of one kind (one event type, the same field values; each its own payload and
+    ``extra``): the versioned UPDATEs and their events in one statement
+    (``statements.jobs_update_each``), then the side effects once for the batch."""
+    if not writes:
+        return
+    kind = writes[0][1]
+    if any(
+        change.event_type != kind.event_type or change.fields != kind.fields or change.on_commit
+        for _, change in writes
+    ):
+        raise ValueError("A batch writes changes of one kind, without on_commit hooks.")
+    jobs = [job for job, _ in writes]
+    columns = {field.name: field for field in RunnerJob._meta.concrete_fields}
+    fields = {columns[name]: value for name, value in kind.fields.items()}
+    events = statements.jobs_update_each(
+        jobs=jobs,
+        assignments=[
+            statements.Assignment(
+                field.column, "%s", (field.get_db_prep_save(value, connection=connection),)
+            )
+            for field, value in fields.items()
+        ],
+        event_type=kind.event_type,
+        actor=actor,
+        payloads=[change.event_payload for _, change in writes],
+    )
+    if len(events) != len(jobs):
+        raise ConcurrentUpdateError()  # a row was not locked by this transaction after all
+    for job, change in writes:
+        was = job.status
+        for name, value in change.fields.items():
+            setattr(job, name, value)
+        job.version += 1
+        if change.extra:
+            change.extra(job)
+        bell_on_slot_freed(job, was=was, type_capped=partial(_type_capped, job))
+    events_by_workspace_committed_on_commit(
+        events, workspace_of={job.pk: job.workspace_id for job in jobs}
+    )
+    metrics.jobs_changes_observed(
+        jobs=jobs,
+        event_types=[kind.event_type],
+        actor=actor,
+        transition="status" in kind.fields,
+    )
 
 
 def job_update_locked(

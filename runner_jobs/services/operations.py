@@ -5,10 +5,12 @@
   rows by one ``INSERT ... SELECT`` in the transaction that creates the operation.
 * ``OPERATION_RUNNERS`` Celery tasks (``runner_jobs.run_operation``) work through them side by
   side, a batch of ``OPERATION_BATCH_SIZE`` per transaction: the batch's rows taken with
-  ``FOR UPDATE SKIP LOCKED`` (so runners never share a job), each job through
-  ``job_cancel``/``job_retry`` with ``{"operation": <id>}`` in its event, then the rows deleted
-  and the counts added. A batch commits whole or not at all, so the counts are exact even if a
+  ``FOR UPDATE SKIP LOCKED`` (so runners never share a job), its jobs through
+  ``jobs_cancel``/``jobs_retry`` (the single services' rules, set-based: a fixed number of
+  statements per batch) with ``{"operation": <id>}`` in their events, then the rows deleted and
+  the counts added. A batch commits whole or not at all, so the counts are exact even if a
   worker dies; job ids in ascending order make runners lock jobs in one order (no deadlock).
+  A batch that fails as a whole is done again job by job through ``job_cancel``/``job_retry``.
 * Cancelling the operation stops every runner before its next batch.
 * A run stops after ``OPERATION_TASK_SECONDS`` and sends itself again, so an operation does not
   hold a worker process for long; runs whose messages were lost are sent again by
@@ -47,7 +49,7 @@ from runner_jobs.models import (
 )
 from workspaces.models import Workspace
 
-from .jobs import job_cancel, job_retry
+from .jobs import job_cancel, job_retry, jobs_cancel, jobs_retry
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +172,18 @@ def operation_cancel(*, operation_id: uuid.UUID | str) -> Operation:
     return Operation.objects.get(pk=operation_id)
 
 
+def _refusal_outcome(operation: Operation, job_id: uuid.UUID, exc: JobServiceError) -> str:
+    if isinstance(exc, InvalidTransitionError | JobNotFoundError):
+        return SKIPPED  # its state does not allow the action, or retention deleted it
+    logger.warning(
+        "operation_job_failed",
+        extra={"operation": str(operation.pk), "job": str(job_id), "error": exc.detail},
+    )
+    return FAILED
+
+
 def _job_apply(operation: Operation, job_id: uuid.UUID) -> str:
-    """One job of the operation, through the same service as a single cancel or retry; the
-    outcome to count."""
+    """One job of the operation, through the single cancel or retry; the outcome to count."""
     extra = {"operation": str(operation.pk)}
     # No savepoint of our own: each service writes inside its own ``atomic`` block, a savepoint
     # here, so a refused or failed job leaves the batch's transaction usable.
@@ -186,18 +197,40 @@ def _job_apply(operation: Operation, job_id: uuid.UUID) -> str:
                 created_by=operation.created_by,
                 event_extra=extra,
             )
-    except (InvalidTransitionError, JobNotFoundError):
-        return SKIPPED  # its state does not allow the action, or retention deleted it
     except JobServiceError as exc:
-        logger.warning(
-            "operation_job_failed",
-            extra={"operation": str(operation.pk), "job": str(job_id), "error": exc.detail},
-        )
-        return FAILED
+        return _refusal_outcome(operation, job_id, exc)
     except Exception:
         logger.exception("operation_job_error", extra={"operation": str(operation.pk)})
         return FAILED
     return SUCCEEDED
+
+
+def _batch_apply(operation: Operation, job_ids: list[uuid.UUID]) -> Counter[str]:
+    """The batch's jobs through the batch service of the action (``jobs_cancel``/``jobs_retry``:
+    the single services' rules, set-based); the outcomes to count. If the batch fails as a whole
+    (an unexpected error, a retry whose new job is refused), its savepoint is rolled back and
+    its jobs go one by one through the single service, so one bad job costs only its own."""
+    extra = {"operation": str(operation.pk)}
+    try:
+        with transaction.atomic():
+            if operation.action == OperationAction.CANCEL:
+                done = jobs_cancel(job_ids=job_ids, actor=operation.actor, event_extra=extra)
+            else:
+                done = jobs_retry(
+                    job_ids=job_ids,
+                    actor=operation.actor,
+                    created_by=operation.created_by,
+                    event_extra=extra,
+                )
+    except Exception:
+        logger.warning(
+            "operation_batch_one_by_one", extra={"operation": str(operation.pk)}, exc_info=True
+        )
+        return Counter(_job_apply(operation, job_id) for job_id in job_ids)
+    outcomes = Counter({SUCCEEDED: len(done.changed)})
+    for job_id, exc in done.refused.items():
+        outcomes[_refusal_outcome(operation, job_id, exc)] += 1
+    return outcomes
 
 
 def _batch_run(operation_id: uuid.UUID | str) -> bool:
@@ -215,7 +248,7 @@ def _batch_run(operation_id: uuid.UUID | str) -> bool:
         )
         if not batch:
             return False
-        outcomes = Counter(_job_apply(operation, job_id) for _, job_id in batch)
+        outcomes = _batch_apply(operation, [job_id for _, job_id in batch])
         OperationJob.objects.filter(pk__in=[pk for pk, _ in batch]).delete()
         counts = {name: F(name) + outcomes[name] for name in (SUCCEEDED, SKIPPED, FAILED)}
         Operation.objects.filter(pk=operation.pk).update(**counts, progressed_at=timezone.now())

@@ -66,8 +66,9 @@ def _job_select(extra: tuple[str, ...] = ()) -> str:
 
 
 def _event_insert(job_source: str, values: str) -> str:
-    """INSERT the events listed in ``values`` (rows of ``(n, type, actor, payload)``) for the
-    job row(s) of ``job_source``, in ``n`` order so their ids follow it.
+    """INSERT the events listed in ``values`` (rows of ``(n, type, actor, payload)``, which may
+    read the job row as ``job``) for each job row of ``job_source``, in job id then ``n`` order
+    so their ids follow it.
 
     ``clock_timestamp()``, not ``STATEMENT_TIMESTAMP()``: the statement may have started before
     it waited for the job's row lock, and the event's time must be taken after the lock, like
@@ -76,8 +77,8 @@ def _event_insert(job_source: str, values: str) -> str:
     return (
         f'INSERT INTO "{table}" (job_id, step_id, type, actor, payload, "timestamp") '
         f"SELECT job.id, e.step_id, e.type, e.actor, e.payload, clock_timestamp() "
-        f"FROM {job_source} AS job, ({values}) AS e(n, step_id, type, actor, payload) "
-        f"ORDER BY e.n RETURNING id, job_id, step_id, type, actor, payload, timestamp"
+        f"FROM {job_source} AS job, LATERAL ({values}) AS e(n, step_id, type, actor, payload) "
+        f"ORDER BY job.id, e.n RETURNING id, job_id, step_id, type, actor, payload, timestamp"
     )
 
 
@@ -229,3 +230,93 @@ def job_update_where(
         return None
     end = len(row) - len(select_extra)
     return _hydrate(row[: end - 1], row[end - 1], row[end:])
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def jobs_update_each(
+    *,
+    jobs: Sequence[RunnerJob],
+    assignments: Sequence[Assignment],
+    event_type: str,
+    actor: str,
+    payloads: Sequence[dict[str, Any]],
+) -> list[JobEvent]:
+    """``job_write`` for a batch, in one statement: for each of ``jobs`` (rows the caller holds
+    locked), ``UPDATE ... SET <assignments>, version = version + 1 WHERE id = <its id> AND
+    version = <its version as read>``, and its one event with its own payload (``payloads``, in
+    the order of ``jobs``). The events written, in job id order; a job whose version is no
+    longer the one read is left out (it has no event)."""
+    sets = "".join(f'"{a.column}" = {a.sql}, ' for a in assignments)
+    sql = (
+        "WITH batch AS (SELECT * FROM unnest(%s::uuid[], %s::integer[], %s::jsonb[]) "
+        "AS b(job_id, read_version, event_payload)), "
+        f'job AS (UPDATE "{RunnerJob._meta.db_table}" AS j SET {sets}version = j.version + 1 '
+        "FROM batch WHERE j.id = batch.job_id AND j.version = batch.read_version "
+        "RETURNING j.id, batch.event_payload) "
+        + _event_insert("job", "VALUES (0, NULL::bigint, %s, %s, job.event_payload)")
+    )
+    params = [
+        [job.pk for job in jobs],
+        [job.version for job in jobs],
+        [json.dumps(payload) for payload in payloads],
+        *(p for a in assignments for p in a.params),
+        event_type,
+        actor,
+    ]
+    return _events_written(sql, params)
+
+
+def _events_written(sql: str, params: Sequence[Any]) -> list[JobEvent]:
+    """Run a statement whose rows are the events it wrote; those events."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [
+        JobEvent(
+            id=id,
+            job_id=job_id,
+            step_id=step_id,
+            type=type,
+            actor=actor,
+            payload=_json_value(payload),
+            timestamp=timestamp,
+        )
+        for id, job_id, step_id, type, actor, payload, timestamp in rows
+    ]
+
+
+def jobs_insert(jobs: Sequence[tuple[RunnerJob, Sequence[EventSpec]]]) -> list[JobEvent]:
+    """``job_insert`` for a batch, in one statement: each job (an unsaved instance with every
+    field set, ``version`` counting its events) and its own events. The events written, in job
+    id order."""
+    fields = _columns()
+    names = ", ".join(f'"{f.column}"' for f in fields)
+    row = "(" + ", ".join("%s" for _ in fields) + ")"
+    events_of_job = "(SELECT job.id, batch.events FROM job JOIN batch ON batch.job_id = job.id)"
+    event_values = (
+        "SELECT x.n, NULL::bigint, x.item->>'type', x.item->>'actor', x.item->'payload' "
+        "FROM jsonb_array_elements(job.events) WITH ORDINALITY AS x(item, n)"
+    )
+    sql = (
+        f'WITH job AS (INSERT INTO "{RunnerJob._meta.db_table}" ({names}) '
+        f"VALUES {', '.join(row for _ in jobs)} RETURNING id), "
+        "batch AS (SELECT * FROM unnest(%s::uuid[], %s::jsonb[]) AS b(job_id, events)), "
+        f"ev AS ({_event_insert(events_of_job, event_values)}) "
+        "SELECT id, job_id, step_id, type, actor, payload, timestamp FROM ev"
+    )
+    params: list[Any] = [
+        field.get_db_prep_save(field.pre_save(job, add=True), connection)
+        for job, _ in jobs
+        for field in fields
+    ]
+    params.append([job.pk for job, _ in jobs])
+    params.append(
+        [
+            json.dumps([{"type": t, "actor": a, "payload": p} for t, a, p in events])
+            for _, events in jobs
+        ]
+    )
+    return _events_written(sql, params)

@@ -81,3 +81,36 @@ def test_schema_and_docs_are_served_without_authentication():
     # Swagger UI from our own static files, so the page works offline too.
     assert "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "cdn.jsdelivr.net" not in page
+
+
+def test_the_workspace_feed_stream_is_documented_with_its_query_and_every_status():
+    """An async view drf-spectacular cannot see (job_events/schema.py adds it): the feed pages'
+    query (bar the page size) and ``Last-Event-ID``, tokens and sessions but not a job's read
+    token, and every status it answers with; it never ends, so no 204."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    stream = schema["paths"]["/api/v1/events/stream/"]["get"]
+    pages = schema["paths"]["/api/v1/events/"]["get"]
+    assert set(stream["responses"]) == {
+        *("200", "400", "401", "404", "405", "413", "429", "500", "503")
+    }
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
+    for code in ("401", "404", "405", "413", "429", "500", "503"):
+        error = stream["responses"][code]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/Error"}, code
+    assert stream["responses"]["400"]["content"]["application/json"]["schema"]["type"] == "object"
+    assert set(stream["responses"]["429"]["headers"]) == {"Retry-After"}
+    parameters = {(p["in"], p["name"]): p for p in stream["parameters"]}
+    assert set(parameters) == {
+        ("query", "workspace"),
+        ("query", "type"),
+        ("query", "job_type"),
+        ("query", "after"),
+        ("header", "Last-Event-ID"),
+    }
+    assert parameters[("query", "workspace")]["required"] is True
+    for repeatable in ("type", "job_type"):
+        assert parameters[("query", repeatable)]["schema"]["type"] == "array"
+        assert parameters[("query", repeatable)] in pages["parameters"]
+    assert stream["security"] == [{"knoxApiToken": []}, {"cookieAuth": []}]
+    assert stream["tags"] == pages["tags"] == ["events"]

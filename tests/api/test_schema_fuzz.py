@@ -22,7 +22,8 @@ from tests.coordinator.conftest import make_key
 from tests.factories import MembershipFactory, job_in_state
 
 OPENAPI = SchemaGenerator().get_schema(request=None, public=True)
-# The event streams (never-ending for a live job) are not in the schema; they have their own tests.
+# The event streams are in the schema but never end (a live job's, the workspace feed), so they
+# are not fuzzed here; they have their own tests.
 schema = schemathesis.openapi.from_dict(OPENAPI).exclude(path_regex=r"/stream/$")
 schema.config.update(base_url="http://testserver")
 # In-process WSGI calls (also for schemathesis' own probes, e.g. the same call without auth).

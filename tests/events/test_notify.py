@@ -16,7 +16,7 @@ def unreachable_redis(settings):
 
 
 def test_publishing_without_redis_logs_and_returns(unreachable_redis, caplog):
-    notify.job_events_notify(job_id="8d6f3f4e-0000-0000-0000-000000000000")
+    notify.job_events_notify(job_ids=["8d6f3f4e-0000-0000-0000-000000000000"])
     assert "Could not publish" in caplog.text
 
 

@@ -53,19 +53,48 @@ def test_a_job_whose_retry_is_refused_by_a_rule_counts_as_failed(workspace):
     assert counts(operation.pk) == ("completed", 1, 0, 0, 1)
 
 
-def test_an_unexpected_error_counts_as_failed_and_the_batch_goes_on(workspace, monkeypatch):
+def test_a_batch_that_breaks_goes_job_by_job_and_only_the_bad_job_fails(workspace, monkeypatch):
     jobs = [job_in_state("queued", workspace=workspace) for _ in range(2)]
     real_cancel = operations.job_cancel
+
+    def batch_breaks(**kwargs):
+        raise RuntimeError("a bug in the batch")
 
     def cancel_or_break(*, job_id, **kwargs):
         if job_id == min(j.pk for j in jobs):
             raise RuntimeError("a bug")
         return real_cancel(job_id=job_id, **kwargs)
 
+    monkeypatch.setattr(operations, "jobs_cancel", batch_breaks)
     monkeypatch.setattr(operations, "job_cancel", cancel_or_break)
     operation = start(workspace)
     services.operation_run(operation_id=operation.pk)
     assert counts(operation.pk) == ("completed", 2, 1, 0, 1)
+    good = max(jobs, key=lambda j: j.pk)
+    event = JobEvent.objects.get(job=good, type="job.cancelled")
+    assert event.payload == {"from": "queued", "operation": str(operation.pk)}
+
+
+def test_a_retry_batch_with_a_refused_new_job_is_rolled_back_and_done_job_by_job(workspace):
+    """A new job's unique key is held by a live job: the set-based batch fails after its
+    statement ran; its savepoint is rolled back and the single retries count each job."""
+    keyed = job_in_state("failed", workspace=workspace, unique_key="nightly")
+    others = [job_in_state("failed", workspace=workspace) for _ in range(3)]
+    live = job_in_state("queued", workspace=workspace, unique_key="nightly")
+    operation = start(workspace, "retry", status=["failed"])
+    services.operation_run(operation_id=operation.pk)
+    assert counts(operation.pk) == ("completed", 4, 3, 0, 1)
+    version = keyed.version
+    keyed.refresh_from_db()
+    assert (keyed.version, RunnerJob.objects.filter(retry_of=keyed).exists()) == (version, False)
+    assert not JobEvent.objects.filter(job=keyed, type="job.retried").exists()
+    for old in others:
+        new = RunnerJob.objects.get(retry_of=old)
+        assert JobEvent.objects.get(job=old, type="job.retried").payload == {
+            "retry_job_id": str(new.pk),
+            "operation": str(operation.pk),
+        }
+    assert RunnerJob.objects.filter(unique_key="nightly", status="queued").get() == live
 
 
 def test_a_job_deleted_meanwhile_is_skipped(workspace):
@@ -157,12 +186,24 @@ def test_two_runs_of_one_operation_at_once_count_every_job_once(workspace, monke
     assert JobEvent.objects.filter(type="job.cancelled").count() == 40
 
 
+def _run_by_worker(operation: Operation, jobs: int) -> tuple[float, set[int]]:
+    """Poll an operation a real worker runs until it ends; its time and the done counts seen."""
+    began = time.monotonic()
+    seen = set()
+    while counts(operation.pk)[0] == "running" and time.monotonic() - began < 120:
+        seen.add(sum(counts(operation.pk)[2:]))
+        time.sleep(0.005)
+    return time.monotonic() - began, seen
+
+
 @pytest.mark.worker
-def test_a_worker_cancels_a_thousand_jobs_and_the_counts_move(start_worker, workspace):
-    """A smaller count than the benchmark's 10 000 (docs/benchmarks.md): the real path, the API's
-    after-commit publish to a real worker, batches committing as they go."""
+def test_a_worker_cancels_then_retries_two_thousand_jobs_and_the_counts_move(
+    start_worker, workspace
+):
+    """A smaller count than the benchmark's 10 000 (docs/benchmarks.md): the real path, the
+    after-commit publish to a real worker, set-based batches committing as they go."""
     user = UserFactory(username="alice")
-    jobs = 1000
+    jobs = 2000
     for n in range(jobs):
         services.job_create(
             workspace=workspace,
@@ -170,23 +211,34 @@ def test_a_worker_cancels_a_thousand_jobs_and_the_counts_move(start_worker, work
             actor="system",
         )
     start_worker(concurrency=2, beat=False)
-    began = time.monotonic()
-    operation = services.operation_create(
+    cancel = services.operation_create(
         workspace=workspace,
         action="cancel",
         filters={"tag": ["bulk"]},
         actor="user:alice",
         created_by=user,
     )
-    seen = set()
-    while counts(operation.pk)[0] == "running" and time.monotonic() - began < 120:
-        seen.add(counts(operation.pk)[2])
-        time.sleep(0.05)
-    elapsed = time.monotonic() - began
-    assert counts(operation.pk) == ("completed", jobs, jobs, 0, 0)
+    cancel_seconds, seen = _run_by_worker(cancel, jobs)
+    assert counts(cancel.pk) == ("completed", jobs, jobs, 0, 0)
     # Seen part way: the counts move while it runs, batch by batch.
     assert any(0 < s < jobs for s in seen), seen
     assert RunnerJob.objects.filter(status="cancelled").count() == jobs
-    events = JobEvent.objects.filter(type="job.cancelled", payload__operation=str(operation.pk))
+    events = JobEvent.objects.filter(type="job.cancelled", payload__operation=str(cancel.pk))
     assert events.count() == jobs
-    print(f"{jobs} jobs cancelled by one operation in {elapsed:.1f} s")
+
+    retry = services.operation_create(
+        workspace=workspace,
+        action="retry",
+        filters={"tag": ["bulk"], "status": "cancelled"},
+        actor="user:alice",
+        created_by=user,
+    )
+    retry_seconds, _ = _run_by_worker(retry, jobs)
+    assert counts(retry.pk) == ("completed", jobs, jobs, 0, 0)
+    new_jobs = RunnerJob.objects.filter(retry_of__isnull=False)
+    assert new_jobs.filter(status="queued", created_by_id=user.pk).count() == jobs
+    retried = JobEvent.objects.filter(type="job.retried", payload__operation=str(retry.pk))
+    assert retried.count() == jobs
+    created = JobEvent.objects.filter(type="job.created", payload__operation=str(retry.pk))
+    assert created.count() == jobs
+    print(f"{jobs} jobs cancelled in {cancel_seconds:.1f} s, retried in {retry_seconds:.1f} s")
