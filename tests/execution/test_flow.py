@@ -9,6 +9,7 @@ import pytest
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from runner_jobs import services
 from runner_jobs.models import JobEvent, RunnerJob
 from runner_jobs.services.policies import job_type_policy_update
 from tests.execution.conftest import wait_for
@@ -153,3 +154,26 @@ def test_max_running_one_runs_a_type_one_at_a_time_and_the_next_starts_within_a_
     ]
     assert max(gaps) < 1, gaps
     assert not JobEvent.objects.filter(job__in=jobs, type="job.redispatched").exists()
+
+
+def test_a_job_behind_a_paused_type_expires_never_starts_and_its_retry_runs(
+    start_worker, workspace
+):
+    """SPEC §8: a ttl job behind a paused type ends ``expired`` (``job.expired``) without ever
+    starting; its retry is a new job, which runs once the type is resumed."""
+    job_type_policy_update(workspace=workspace, type="echo", actor="user:ada", paused=True)
+    start_worker(concurrency=2)
+    waiting = finished(create(workspace, "echo", {"n": 1}, ttl_seconds=2), timeout=10)
+    assert waiting.status == "expired"
+    assert waiting.started_at is None and waiting.attempts == 0
+    assert [e.type for e in JobEvent.objects.filter(job=waiting)] == [
+        "job.created",
+        "job.queued",
+        "job.expired",
+    ]
+    job_type_policy_update(workspace=workspace, type="echo", actor="user:ada", paused=False)
+    waiting.refresh_from_db()
+    assert waiting.status == "expired"  # a resume does not bring an expired job back
+    retry = services.job_retry(job_id=waiting.pk, actor="user:ada")
+    assert retry.pk != waiting.pk and retry.retry_of_id == waiting.pk
+    assert finished(retry, timeout=10).status == "completed"
