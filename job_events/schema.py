@@ -82,16 +82,23 @@ def _stream_operation() -> dict[str, Any]:
             ),
             "401": _error("No valid token, session or read token for this job."),
             "404": _error("No such job in your workspaces."),
-            "405": _error("Only GET."),
-            "413": _error("A stream request takes no body; refused before it is read."),
-            "429": _error(
-                "`too_many_streams`: this credential holds its limit of open streams (or "
-                "`throttled`: a malformed credential over the address' quota).",
-                **RETRY_AFTER,
-            ),
-            "500": _error("`server_error`: a fault of ours."),
-            "503": _error("`unavailable`: PostgreSQL cannot be reached.", **RETRY_AFTER),
+            **_stream_refusals(),
         },
+    }
+
+
+def _stream_refusals() -> dict[str, Any]:
+    """The refusals every stream shares, whatever it follows."""
+    return {
+        "405": _error("Only GET."),
+        "413": _error("A stream request takes no body; refused before it is read."),
+        "429": _error(
+            "`too_many_streams`: this credential holds its limit of open streams (or "
+            "`throttled`: a malformed credential over the address' quota).",
+            **RETRY_AFTER,
+        ),
+        "500": _error("`server_error`: a fault of ours."),
+        "503": _error("`unavailable`: PostgreSQL cannot be reached.", **RETRY_AFTER),
     }
 
 
@@ -139,15 +146,7 @@ def _feed_stream_operation(pages: dict[str, Any]) -> dict[str, Any]:
                 "No valid `Authorization: Token <token>` or session (a job's read token included)."
             ),
             "404": _error("No such workspace among yours."),
-            "405": _error("Only GET."),
-            "413": _error("A stream request takes no body; refused before it is read."),
-            "429": _error(
-                "`too_many_streams`: this credential holds its limit of open streams (or "
-                "`throttled`: a malformed credential over the address' quota).",
-                **RETRY_AFTER,
-            ),
-            "500": _error("`server_error`: a fault of ours."),
-            "503": _error("`unavailable`: PostgreSQL cannot be reached.", **RETRY_AFTER),
+            **_stream_refusals(),
         },
     }
 

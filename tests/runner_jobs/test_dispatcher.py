@@ -310,15 +310,21 @@ def test_a_claim_that_lost_the_last_slot_is_rolled_back(monkeypatch, attempts):
     monkeypatch.setattr(jobs_module, "CLAIM_ATTEMPTS", attempts)
     workspace = WorkspaceFactory()
     j1, j2 = queued(workspace, 2, concurrency_key="k", concurrency_limit=1)
+    lock = flow.KEY_LOCK_SQL.format(workspace="%s", key="%s")
+    claim_losing_to_rival(lock, [workspace.pk, "k"], started=j1, left=j2)
+
+
+def claim_losing_to_rival(lock_sql: str, params: list, *, started: RunnerJob, left: RunnerJob):
+    """A rival takes the advisory lock ``lock_sql`` and starts ``started`` (uncommitted, so the
+    claim's snapshot sees nothing running: it skips that row and picks ``left``), committing
+    while the claim waits for the lock: the claim counts again, finds the slot gone and rolls
+    back, so ``left`` stays queued with no event."""
     locked, release = threading.Event(), threading.Event()
 
     def rival() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {flow.KEY_LOCK_SQL.format(workspace='%s', key='%s')}",
-                [workspace.pk, "k"],
-            )
-            RunnerJob.objects.filter(pk=j1.pk).update(status="running")
+            cursor.execute(f"SELECT {lock_sql}", params)
+            RunnerJob.objects.filter(pk=started.pk).update(status="running")
             locked.set()
             release.wait(10)
         connection.close()
@@ -332,6 +338,6 @@ def test_a_claim_that_lost_the_last_slot_is_rolled_back(monkeypatch, attempts):
     finally:
         release.set()
         thread.join()
-    j2.refresh_from_db()
-    assert (j2.status, j2.attempts, j2.version) == ("queued", 0, 2)
-    assert not JobEvent.objects.filter(job=j2, type="job.started").exists()
+    left.refresh_from_db()
+    assert (left.status, left.attempts, left.version) == ("queued", 0, 2)
+    assert not JobEvent.objects.filter(job=left, type="job.started").exists()

@@ -34,23 +34,17 @@ def test_a_worker_runs_an_echo_job_in_three_statements():
     assert job.version == JobEvent.objects.filter(job=job).count()
 
 
-def test_a_keyed_claim_counts_its_key_once_more():
-    job = job_in_state("queued", concurrency_key="k", concurrency_limit=2)
-    with CaptureQueriesContext(connection) as captured:
-        execute_job_task.apply()
-    sql = [q for q in statements(captured) if q not in ("BEGIN", "COMMIT")]
-    assert len(sql) == 4, "\n".join(q[:100] for q in sql)
-    assert sql[1].startswith("SELECT COUNT(*)")
-    job.refresh_from_db()
-    assert job.status == "completed"
-
-
-def test_a_capped_types_claim_counts_its_type_once_more():
-    """A type with ``max_running`` in the job's workspace: its claim takes the type's lock in the
-    claim statement and counts the type's running jobs after it; the completing statement says
-    whether to ring for the slot it frees (no query of its own)."""
-    job = job_in_state("queued")
-    job_type_policy_update(workspace=job.workspace, type="echo", actor="u", max_running=2)
+@pytest.mark.parametrize("limited", ["key", "type"])
+def test_a_keyed_or_capped_claim_counts_once_more(limited):
+    """A job with a concurrency key, or of a type with ``max_running`` in its workspace: its
+    claim takes the key's (the type's) lock in the claim statement and counts the running jobs
+    after it; the completing statement says whether to ring for the slot it frees (no query of
+    its own)."""
+    if limited == "key":
+        job = job_in_state("queued", concurrency_key="k", concurrency_limit=2)
+    else:
+        job = job_in_state("queued")
+        job_type_policy_update(workspace=job.workspace, type="echo", actor="u", max_running=2)
     with CaptureQueriesContext(connection) as captured:
         execute_job_task.apply()
     sql = [q for q in statements(captured) if q not in ("BEGIN", "COMMIT")]

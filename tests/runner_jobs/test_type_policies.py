@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from runner_jobs import services
 from runner_jobs.errors import BrokerUnavailableError, JobInputError, JobTypeNotFoundError
-from runner_jobs.models import JobEvent, JobTypePolicy, RunnerJob
+from runner_jobs.models import JobTypePolicy, RunnerJob
 from runner_jobs.registry import external_type_names
 from runner_jobs.services import bell, flow, locking, policies
 from runner_jobs.services import jobs as jobs_module
@@ -20,7 +20,7 @@ from runner_jobs.services.changes import Change
 from runner_jobs.services.policies import job_type_policy_update
 from tests.factories import WorkspaceFactory, job_in_state
 from tests.runner_jobs.test_concurrency import race
-from tests.runner_jobs.test_dispatcher import claim, queued
+from tests.runner_jobs.test_dispatcher import claim, claim_losing_to_rival, queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,33 +144,8 @@ def test_a_claim_that_lost_the_types_last_slot_is_rolled_back():
     workspace = WorkspaceFactory()
     policy(workspace, max_running=1)
     j1, j2 = queued(workspace, 2)
-    locked, release = threading.Event(), threading.Event()
-
-    def rival() -> None:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {flow.TYPE_LOCK_SQL.format(workspace='%s', type='%s')}",
-                [workspace.pk, "echo"],
-            )
-            # Started, uncommitted (so the claim's snapshot sees none running; it skips J1's row
-            # and picks J2), committed while the claim waits for the type's lock.
-            RunnerJob.objects.filter(pk=j1.pk).update(status="running")
-            locked.set()
-            release.wait(10)
-        connection.close()
-
-    thread = threading.Thread(target=rival)
-    thread.start()
-    locked.wait(10)
-    threading.Timer(0.5, release.set).start()
-    try:
-        assert claim() is None
-    finally:
-        release.set()
-        thread.join()
-    j2.refresh_from_db()
-    assert (j2.status, j2.attempts, j2.version) == ("queued", 0, 2)
-    assert not JobEvent.objects.filter(job=j2, type="job.started").exists()
+    lock = flow.TYPE_LOCK_SQL.format(workspace="%s", type="%s")
+    claim_losing_to_rival(lock, [workspace.pk, "echo"], started=j1, left=j2)
 
 
 def test_a_keyed_job_of_a_capped_type_must_fit_both(rung):
