@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from runner_jobs.models import MAX_RUNNING_MAX
 from runner_jobs.selectors import job_type_states
+from runner_jobs.serializers import UnknownFieldsRefused
 from runner_jobs.services.policies import UNSET, job_type_policy_update
 from runner_jobs.views import FIELD_ERRORS, UNAUTHENTICATED, api_error, user_actor
 from workspaces.models import Membership, Workspace
@@ -40,8 +41,9 @@ class JobTypeQuerySerializer(serializers.Serializer[Any]):
     workspace = serializers.CharField(max_length=64, help_text="A workspace slug.")
 
 
-class JobTypePolicySerializer(JobTypeQuerySerializer):
-    """The body of a policy change: the fields given change, the others stay."""
+class JobTypePolicySerializer(JobTypeQuerySerializer, UnknownFieldsRefused):
+    """The body of a policy change: the fields given change, the others stay; any other key is
+    refused (400), so a misspelt field never reads as a change that did nothing."""
 
     paused = serializers.BooleanField(required=False)
     max_running = serializers.IntegerField(

@@ -277,24 +277,33 @@ class ReadTokenSerializer(serializers.Serializer[Any]):
     expires_at = serializers.DateTimeField()
 
 
-class JobRetrySerializer(serializers.Serializer[Any]):
+class UnknownFieldsRefused(serializers.Serializer[Any]):
+    """A body whose keys must all be fields: any other key is a 400 naming it, never silently
+    ignored (a misspelt field would otherwise be a change that does nothing)."""
+
+    unknown_field_message = "Unknown field."
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name: [self.unknown_field_message] for name in unknown}
+            )
+        return attrs
+
+
+class JobRetrySerializer(UnknownFieldsRefused):
     """The optional body of a retry: the fields the new job takes instead of the old job's.
-    Only the fields given change; the new job's ``job.created`` event lists those that did."""
+    Only the fields given change; the new job's ``job.created`` event lists those that did. A
+    field a retry cannot change (type, workspace, ...) is refused."""
+
+    unknown_field_message = "A retry cannot change this field."
 
     payload = serializers.DictField(required=False, help_text="A new input (≤ 256 KiB).")
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False)
     tags = labels_field(default=empty)
     metadata = metadata_field(default=empty)
     run_at = run_at_field(default=empty)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # A field a retry cannot change (type, workspace, ...) is refused, not silently ignored.
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                {name: ["A retry cannot change this field."] for name in unknown}
-            )
-        return attrs
 
 
 class OperationSerializer(serializers.ModelSerializer[Operation]):

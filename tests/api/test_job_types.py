@@ -143,6 +143,8 @@ def test_an_unknown_type_or_workspace_is_404(admin_client, other_workspace):
         ({"paused": True, "max_running": -1}, {"max_running"}),
         ({"workspace": None, "paused": True}, {"workspace"}),
         ({"workspace": "a" * 65, "paused": True}, {"workspace"}),
+        ({"workspace": "ac\u0000me", "paused": True}, {"workspace"}),
+        ({"paused": True, "max_runing": 3}, {"max_runing"}),
     ],
 )
 def test_bad_values_are_400_with_field_errors_and_nothing_is_written(
