@@ -152,11 +152,23 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         prefetch_related_objects(jobs, "workspace", "created_by")
         return Response({"jobs": LeasedJobSerializer(jobs, many=True).data})
 
-    @extend_schema(request=StatusReportSerializer, responses=report_responses(LeasedJobSerializer))
+    @extend_schema(
+        request=StatusReportSerializer,
+        responses={
+            **report_responses(LeasedJobSerializer),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description=f"{CONFLICT.description} For `running`: `not_runnable` when the "
+                "dispatcher would not start the job now (run_at ahead, expired, its concurrency "
+                "key or type at its limit, its type paused); `explain` gives the reasons.",
+            ),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="status")
     def status_report(self, request: Request, pk: str) -> Response:
         """Move the job to ``status`` under its row lock. ``running`` (from queued) starts a new
-        attempt and returns its ``lease_token``; ``queued`` (from running) hands the job back."""
+        attempt and returns its ``lease_token``, if the dispatcher's rule lets the job start now
+        (the rule a claim obeys); ``queued`` (from running) hands the job back."""
         job = self._job(pk)
         data = _valid(StatusReportSerializer, request)
         job = services.job_status_report(

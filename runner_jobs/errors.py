@@ -68,6 +68,21 @@ class DuplicateJobError(JobServiceError):
         super().__init__()
 
 
+class NotRunnableError(JobServiceError):
+    """A start other than a claim (a coordinator's ``status: running``) of a queued job the
+    dispatcher would not start now: its run_at, expiry, concurrency key or type policy."""
+
+    code = "not_runnable"
+    status_code = 409
+
+    def __init__(self, job_id: object, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__(
+            f"The job may not start now ({', '.join(reasons)}); "
+            f"GET /api/v1/runner-jobs/{job_id}/explain/ says why."
+        )
+
+
 class IdempotencyConflictError(JobServiceError):
     code = "idempotency_conflict"
     status_code = 422

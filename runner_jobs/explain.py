@@ -35,20 +35,6 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _failed_terms(job: RunnerJob) -> list[str]:
-    """The codes of the dispatcher's conditions ``job`` fails now, in the rule's order."""
-    terms = flow.runnable_terms("j", now=None)
-    columns = ", ".join(f"NOT ({term.sql})" for term in terms)
-    params = [param for term in terms for param in term.params]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'SELECT {columns} FROM "{RunnerJob._meta.db_table}" j WHERE j.id = %s',
-            [*params, job.pk],
-        )
-        row = cursor.fetchone()
-    return [term.code for term, failed in zip(terms, row or (), strict=False) if failed]
-
-
 def _running_ids(job: RunnerJob, **same: Any) -> list[str]:
     running = RunnerJob.objects.filter(
         workspace_id=job.workspace_id, status=JobStatus.RUNNING, **same
@@ -141,7 +127,7 @@ def job_explain(job: RunnerJob) -> Explanation:
         return Explanation(job, runnable=False, reasons=[reason])
     if job.status == JobStatus.RUNNING:
         return Explanation(job, runnable=False)
-    failed = _failed_terms(job)
+    failed = flow.failed_terms(job.pk)
     reasons = [_term_reason(job, code) for code in failed]
     if not failed:
         reasons.append(_waiting_reason(job))

@@ -321,6 +321,34 @@ def concurrency_limit(key: str | None, limit: int | None) -> int | None:
     return limit or 1
 
 
+def failed_terms(job_id: Any) -> list[str]:
+    """The codes of the ``runnable_terms`` the job fails now, in the rule's order, evaluated
+    for that one job in one statement by the database's clock (explain, and a coordinator's
+    own start of a job)."""
+    terms = runnable_terms("j", now=None)
+    columns = ", ".join(f"NOT ({term.sql})" for term in terms)
+    params = [param for term in terms for param in term.params]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {_table()} j WHERE j.id = %s", [*params, job_id])
+        row = cursor.fetchone()
+    return [term.code for term, failed in zip(terms, row or (), strict=False) if failed]
+
+
+def start_allowed(job: RunnerJob) -> list[str]:
+    """For a queued ``job`` whose row this transaction holds, about to be started other than by
+    a claim (a coordinator's ``status: running``): take its key's and capped type's advisory
+    locks, as a claim does, then the codes of the dispatcher's conditions it fails (none: it
+    may start). The counts are read after the locks, so two such starts racing for a key's
+    last slot are decided one after the other."""
+    cap = (
+        JobTypePolicy.objects.filter(workspace_id=job.workspace_id, type=job.type)
+        .values_list("max_running", flat=True)
+        .first()
+    )
+    slots_lock([(job, cap)])
+    return failed_terms(job.pk)
+
+
 def runnable_exists(*, exclude_types: Sequence[str]) -> bool:
     """Whether a job of any type but ``exclude_types`` may start now, in a fresh snapshot and
     whoever holds its row (a claim that found nothing asks this before giving up). Due by the

@@ -6,9 +6,10 @@ import uuid
 
 from django.db import transaction
 
-from runner_jobs.errors import JobInputError
+from runner_jobs.errors import JobInputError, NotRunnableError
 from runner_jobs.models import JobStatus, RunnerJob
 
+from . import flow
 from .changes import Change, LeaseToken, requeue_change
 from .jobs import (
     job_cancel,
@@ -51,8 +52,9 @@ def job_status_report(
 ) -> RunnerJob:
     """Move the job to ``status`` under its row lock: the lease and the state machine are
     checked first (``StaleLeaseError``, ``InvalidTransitionError``), then the owning service
-    makes the move. ``running`` starts a new attempt for ``worker`` (a fresh lease);
-    ``failed`` keeps ``error``."""
+    makes the move. ``running`` starts a new attempt for ``worker`` (a fresh lease) if the
+    dispatcher's rule lets the job start now (else ``NotRunnableError``); ``failed`` keeps
+    ``error``."""
     if status not in S.values:
         raise JobInputError({"status": [f"Must be one of {', '.join(S.values)}."]})
     with transaction.atomic():
@@ -61,6 +63,10 @@ def job_status_report(
         transition_check(job.status, status)
         # The services below run inside this transaction, on the row it already holds.
         if status == S.RUNNING:
+            # A start by report obeys the dispatcher's rule, as a claim does (SPEC §8).
+            failed = flow.start_allowed(job)
+            if failed:
+                raise NotRunnableError(job.pk, failed)
             return job_start(job_id=job_id, actor=actor, worker=worker)
         if status == S.QUEUED and job.status == S.PENDING:
             return job_queue(job_id=job_id, actor=actor)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from runner_jobs.models import JobEvent, JobStep, RunnerJob
+from runner_jobs.services.policies import job_type_policy_update
 from tests.coordinator.conftest import BASE
 from tests.factories import WorkspaceFactory, job_in_state
 
@@ -228,6 +229,17 @@ def test_status_running_starts_an_attempt_and_returns_its_lease(post, workspace)
     assert body["status"] == "running"
     assert body["lease_token"] == str(job.lease_token)
     assert job.lease_owner == "w9"
+
+
+def test_status_running_of_a_job_the_dispatcher_holds_back_is_409_not_runnable(post, workspace):
+    job_type_policy_update(workspace=workspace, type="agent-task", actor="u", paused=True)
+    job = agent_job(workspace=workspace)
+    response = post(f"jobs/{job.pk}/status/", {"status": "running", "worker": "w9"})
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "not_runnable"
+    assert "type_paused" in body["detail"] and f"{job.pk}/explain/" in body["detail"]
+    unchanged(job)
 
 
 def test_status_queued_hands_a_running_job_back(post, workspace):

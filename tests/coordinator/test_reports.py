@@ -2,12 +2,18 @@
 under the row lock, after the lease and the state machine are checked."""
 
 import uuid
+from datetime import timedelta
+from functools import partial
 
 import pytest
+from django.utils import timezone
 
 from runner_jobs import services
+from runner_jobs.errors import NotRunnableError
 from runner_jobs.models import JobEvent, RunnerJob
-from tests.factories import job_in_state
+from runner_jobs.services.policies import job_type_policy_update
+from tests.factories import WorkspaceFactory, job_in_state
+from tests.runner_jobs.test_concurrency import race
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +122,57 @@ def test_release_refusals():
     with pytest.raises(services.InvalidTransitionError):
         services.job_release(job_id=queued.pk, actor=ACTOR)
     assert_unchanged(queued)
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ({"run_at": "future"}, "not_due"),
+        ({"ttl_seconds": 1, "expired": True}, "expired"),
+        ({"concurrency_key": "k", "held": True}, "concurrency_limit"),
+        ({"paused": True}, "type_paused"),
+        ({"max_running": 1, "held": True}, "type_max_running"),
+    ],
+)
+def test_running_obeys_the_dispatchers_rule_and_writes_nothing_when_held_back(spec, reason):
+    """A start by report is a start: the rule a claim obeys (SPEC §8) holds it back, with the
+    reason, and nothing is written."""
+    workspace = WorkspaceFactory()
+    fields = {k: v for k, v in spec.items() if k in ("ttl_seconds", "concurrency_key")}
+    if spec.get("run_at"):
+        fields["run_at"] = timezone.now() + timedelta(hours=1)
+    if "paused" in spec or "max_running" in spec:
+        policy = {k: spec[k] for k in ("paused", "max_running") if k in spec}
+        job_type_policy_update(workspace=workspace, type="echo", actor="u", **policy)
+    if spec.get("held"):
+        job_in_state("running", workspace=workspace, **fields)
+    job = job_in_state("queued", workspace=workspace, **fields)
+    if spec.get("expired"):
+        RunnerJob.objects.filter(pk=job.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(NotRunnableError) as caught:
+        report(job, "running")
+    assert caught.value.reasons == [reason]
+    assert_unchanged(job)
+    assert job.status == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_starts_by_report_for_a_keys_last_slot_have_one_winner():
+    """Ten queued jobs of one key (limit 1), each started by its own report at once: the key's
+    advisory lock orders the counts, so exactly one starts and nine are ``not_runnable``."""
+    workspace = WorkspaceFactory()
+    jobs = [
+        job_in_state("queued", workspace=workspace, concurrency_key="k", concurrency_limit=1)
+        for _ in range(10)
+    ]
+
+    def start(job: RunnerJob) -> str:
+        try:
+            report(job, "running")
+        except NotRunnableError as exc:
+            return ",".join(exc.reasons)
+        return "started"
+
+    outcomes = race([partial(start, job) for job in jobs])
+    assert sorted(outcomes) == ["concurrency_limit"] * 9 + ["started"]
+    assert RunnerJob.objects.filter(pk__in=[j.pk for j in jobs], status="running").count() == 1
