@@ -143,15 +143,9 @@ class RunnerJob(models.Model):
                 name="job_claimable_idx",
                 condition=Q(status="queued"),
             ),
-            # The dispatcher (services/flow.py): the loose walk over workspaces with queued jobs
-            # and each workspace's head; the running jobs each workspace has.
-            models.Index(
-                fields=["workspace", "-priority", "created_at"],
-                name="job_queued_workspace_idx",
-                condition=Q(status="queued"),
-            ),
-            # The claim's walk over (workspace, type) pairs with queued jobs and each pair's
-            # head, so a paused or capped type's backlog is skipped whole (decision 0141).
+            # The dispatcher's claim (services/flow.py): its walk over (workspace, type) pairs
+            # with queued jobs and each pair's head, so a paused or capped type's backlog is
+            # skipped whole (decision 0141); also a workspace's queued jobs (explain's "ahead").
             models.Index(
                 fields=["workspace", "type", "-priority", "created_at"],
                 name="job_queued_workspace_type_idx",

@@ -43,3 +43,20 @@ def test_tags_and_metadata_are_added_without_rewriting_the_jobs_table():
         ).splitlines()
     )
     assert sql.count("CREATE INDEX CONCURRENTLY") == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "statement"),
+    [
+        ("0019_add_job_queued_workspace_type_index", "CREATE INDEX CONCURRENTLY"),
+        ("0020_remove_job_queued_workspace_idx", "DROP INDEX CONCURRENTLY"),
+    ],
+)
+def test_the_claim_index_swap_never_locks_the_jobs_table(name, statement):
+    """The pair index is built, and the index it replaces dropped, CONCURRENTLY (non-atomic
+    migrations): a live jobs table keeps taking creates and claims meanwhile."""
+    migration = MigrationLoader(connection).get_migration("runner_jobs", name)
+    assert migration.atomic is False
+    sql = call_command("sqlmigrate", "runner_jobs", name, verbosity=0)
+    assert statement in sql
