@@ -45,7 +45,7 @@ def test_tags_and_metadata_are_added_without_rewriting_the_jobs_table():
     assert sql.count("CREATE INDEX CONCURRENTLY") == 2
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("name", "statement"),
     [
