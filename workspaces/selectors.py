@@ -1,18 +1,16 @@
 """Who may see and change what: every API queryset is scoped through these."""
 
-from collections.abc import Sequence
 from functools import cache
-from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
+
+from config.rows import model_columns, model_from_row
 
 from .models import Membership, Workspace
 
 WRITE_ROLES = (Membership.Role.MEMBER, Membership.Role.ADMIN)
-
-M = TypeVar("M", bound=Model)
 
 
 def workspaces_for_user(
@@ -42,28 +40,13 @@ def membership_role(user: AbstractBaseUser | AnonymousUser, workspace_id: int) -
 def _membership_for_slug_sql() -> str:
     """Built once per process: a membership's columns, then its workspace's, by user and slug."""
     membership, workspace = Membership._meta, Workspace._meta
-    columns = [f'm."{f.column}"' for f in membership.concrete_fields]
-    columns += [f'w."{f.column}"' for f in workspace.concrete_fields]
+    columns = model_columns(Membership, "m") + model_columns(Workspace, "w")
     return (
         f'SELECT {", ".join(columns)} FROM "{membership.db_table}" m '
         f'JOIN "{workspace.db_table}" w '
         f'ON w."{workspace.pk.column}" = m."{membership.get_field("workspace").column}" '
         f'WHERE m."{membership.get_field("user").column}" = %s '
         f'AND w."{workspace.get_field("slug").column}" = %s'
-    )
-
-
-def _from_row(model: type[M], values: Sequence[Any]) -> M:
-    fields = model._meta.concrete_fields
-    return model.from_db(
-        connection.alias,
-        [f.attname for f in fields],
-        [
-            field.from_db_value(value, None, connection)
-            if hasattr(field, "from_db_value")
-            else value
-            for field, value in zip(fields, values, strict=True)
-        ],
     )
 
 
@@ -79,6 +62,6 @@ def membership_for_slug(user: AbstractBaseUser | AnonymousUser, slug: str) -> Me
     if row is None:
         return None
     split = len(Membership._meta.concrete_fields)
-    membership = _from_row(Membership, row[:split])
-    membership.workspace = _from_row(Workspace, row[split:])
+    membership = model_from_row(Membership, row[:split])
+    membership.workspace = model_from_row(Workspace, row[split:])
     return membership
