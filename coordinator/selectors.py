@@ -2,8 +2,10 @@
 (``all_workspaces``), else of the workspaces it lists, and nothing when none is left."""
 
 import uuid
+from functools import cache
 
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import QuerySet
 
 from runner_jobs.errors import JobNotFoundError
@@ -44,3 +46,30 @@ def job_get_for_key(*, key: CoordinatorKey, job_id: uuid.UUID | str) -> RunnerJo
         )
     except (RunnerJob.DoesNotExist, ValidationError) as exc:
         raise JobNotFoundError() from exc
+
+
+@cache
+def _job_in_scope_sql() -> str:
+    """One statement, built once per process: the job's id if it exists and is in the scope of
+    the key (a limited key's workspaces are its rows in the key-workspace table)."""
+    scope = CoordinatorKey._meta.get_field("workspaces")
+    job, workspace = RunnerJob._meta.pk.column, RunnerJob._meta.get_field("workspace").column
+    return (
+        f'SELECT job."{job}" FROM "{RunnerJob._meta.db_table}" job WHERE job."{job}" = %s AND '
+        f'(%s OR job."{workspace}" IN (SELECT m."{scope.m2m_reverse_name()}" '
+        f'FROM "{scope.m2m_db_table()}" m WHERE m."{scope.m2m_column_name()}" = %s))'
+    )
+
+
+def job_id_for_key(*, key: CoordinatorKey, job_id: uuid.UUID | str) -> uuid.UUID:
+    """As ``job_get_for_key``, for a report that needs only to know the job is the key's: its
+    id (one precompiled query, no model built), or ``JobNotFoundError``."""
+    try:
+        pk = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(job_id)
+    except ValueError as exc:
+        raise JobNotFoundError() from exc
+    with connection.cursor() as cursor:
+        cursor.execute(_job_in_scope_sql(), [pk, key.all_workspaces, key.pk])
+        if cursor.fetchone() is None:
+            raise JobNotFoundError()
+    return pk

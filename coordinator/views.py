@@ -2,6 +2,7 @@
 service with the key's actor, and serialize. Service refusals map to HTTP in
 ``runner_jobs.exceptions`` (404, 409 ``invalid_transition``/``stale_lease``, 400)."""
 
+import uuid
 from typing import Any
 
 from django.db.models import prefetch_related_objects
@@ -25,7 +26,13 @@ from runner_jobs.serializers import (
 
 from .authentication import CoordinatorKeyAuthentication, HasCoordinatorKey, request_key
 from .models import CoordinatorKey
-from .selectors import job_get_for_key, key_workspace_ids, key_workspace_slugs, workspaces_for_key
+from .selectors import (
+    job_get_for_key,
+    job_id_for_key,
+    key_workspace_ids,
+    key_workspace_slugs,
+    workspaces_for_key,
+)
 from .serializers import (
     ClaimResultSerializer,
     ClaimSerializer,
@@ -102,6 +109,11 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         """The job, or a 404 when it does not exist or the key may not touch it."""
         return job_get_for_key(key=self.key, job_id=pk)
 
+    def _job_id(self, pk: str) -> uuid.UUID:
+        """The job's id, or a 404 as ``_job``: a report's services read and lock the job
+        themselves, so the scope check builds no model."""
+        return job_id_for_key(key=self.key, job_id=pk)
+
     def _job_response(
         self, job: RunnerJob, *, serializer_class: type[RunnerJobSerializer] = RunnerJobSerializer
     ) -> Response:
@@ -169,10 +181,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
         """Move the job to ``status`` under its row lock. ``running`` (from queued) starts a new
         attempt and returns its ``lease_token``, if the dispatcher's rule lets the job start now
         (the rule a claim obeys); ``queued`` (from running) hands the job back."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(StatusReportSerializer, request)
         job = services.job_status_report(
-            job_id=job.pk,
+            job_id=job_id,
             status=data["status"],
             actor=self.actor,
             worker=data.get("worker", self.key.name),
@@ -187,10 +199,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     @action(detail=True, methods=["post"])
     def progress(self, request: Request, pk: str) -> Response:
         """Report progress (0-100; the stored value never decreases). Renews the lease."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(ProgressReportSerializer, request)
         job = services.job_progress_update(
-            job_id=job.pk,
+            job_id=job_id,
             progress=data["progress"],
             message=data["message"] or None,
             actor=self.actor,
@@ -211,13 +223,13 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     def heartbeat(self, request: Request, pk: str) -> Response:
         """Extend the lease of a running job without reporting anything: no event, no new
         version. 409 ``stale_lease`` when the token is not the job's current lease."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(HeartbeatSerializer, request)
-        expires_at = services.job_lease_renew(job_id=job.pk, lease_token=data["lease_token"])
+        expires_at = services.job_lease_renew(job_id=job_id, lease_token=data["lease_token"])
         if expires_at is None:
             raise services.StaleLeaseError()
         return Response(
-            HeartbeatResultSerializer({"id": job.pk, "lease_expires_at": expires_at}).data
+            HeartbeatResultSerializer({"id": job_id, "lease_expires_at": expires_at}).data
         )
 
     @extend_schema(
@@ -226,10 +238,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     @action(detail=True, methods=["post"])
     def complete(self, request: Request, pk: str) -> Response:
         """Complete the running job with ``result``, under its row lock: exactly once."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(CompleteReportSerializer, request)
         job = services.job_complete(
-            job_id=job.pk, result=data["result"], actor=self.actor, lease_token=data["lease_token"]
+            job_id=job_id, result=data["result"], actor=self.actor, lease_token=data["lease_token"]
         )
         return self._job_response(job)
 
@@ -237,10 +249,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     @action(detail=True, methods=["post"])
     def fail(self, request: Request, pk: str) -> Response:
         """Fail the running job with ``error``, under its row lock."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(FailReportSerializer, request)
         job = services.job_fail(
-            job_id=job.pk, error=data["error"], actor=self.actor, lease_token=data["lease_token"]
+            job_id=job_id, error=data["error"], actor=self.actor, lease_token=data["lease_token"]
         )
         return self._job_response(job)
 
@@ -248,10 +260,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     @action(detail=True, methods=["post"])
     def steps(self, request: Request, pk: str) -> Response:
         """Start the job's next step. Renews the lease."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(StepStartSerializer, request)
         step = services.step_start(
-            job_id=job.pk,
+            job_id=job_id,
             name=data["name"],
             phase=data["phase"],
             actor=self.actor,
@@ -264,10 +276,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     def step_report(self, request: Request, pk: str, step_id: str) -> Response:
         """Finish a running step (completed, failed, skipped) or append to its output (running).
         Renews the lease."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(StepReportSerializer, request)
         step = services.step_finish(
-            job_id=job.pk,
+            job_id=job_id,
             step_id=int(step_id),
             status=data["status"],
             output=data["output"],
@@ -283,10 +295,10 @@ class CoordinatorJobViewSet(CoordinatorViewSet):
     def events(self, request: Request, pk: str) -> Response:
         """Append a custom event (a dotted lowercase type, payload ≤ 64 KiB) to a job that has
         not ended; returns the job, whose version the event bumped."""
-        job = self._job(pk)
+        job_id = self._job_id(pk)
         data = _valid(EventAppendSerializer, request)
         job = services.event_append(
-            job_id=job.pk,
+            job_id=job_id,
             type=data["type"],
             payload=data["payload"],
             step_id=data["step"],

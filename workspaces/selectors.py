@@ -1,7 +1,12 @@
 """Who may see and change what: every API queryset is scoped through these."""
 
+from functools import cache
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
 from django.db.models import QuerySet
+
+from config.rows import model_columns, model_from_row
 
 from .models import Membership, Workspace
 
@@ -31,13 +36,32 @@ def membership_role(user: AbstractBaseUser | AnonymousUser, workspace_id: int) -
     )
 
 
+@cache
+def _membership_for_slug_sql() -> str:
+    """Built once per process: a membership's columns, then its workspace's, by user and slug."""
+    membership, workspace = Membership._meta, Workspace._meta
+    columns = model_columns(Membership, "m") + model_columns(Workspace, "w")
+    return (
+        f'SELECT {", ".join(columns)} FROM "{membership.db_table}" m '
+        f'JOIN "{workspace.db_table}" w '
+        f'ON w."{workspace.pk.column}" = m."{membership.get_field("workspace").column}" '
+        f'WHERE m."{membership.get_field("user").column}" = %s '
+        f'AND w."{workspace.get_field("slug").column}" = %s'
+    )
+
+
 def membership_for_slug(user: AbstractBaseUser | AnonymousUser, slug: str) -> Membership | None:
-    """``user``'s membership of the workspace ``slug``, with the workspace, in one query; None
-    when not a member (or no such workspace)."""
+    """``user``'s membership of the workspace ``slug``, with the workspace, in one query built
+    once per process (a create asks on every request); None when not a member (or no such
+    workspace)."""
     if not user.is_authenticated:
         return None
-    return (
-        Membership.objects.filter(user_id=user.pk, workspace__slug=slug)
-        .select_related("workspace")
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_membership_for_slug_sql(), [user.pk, slug])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(Membership._meta.concrete_fields)
+    membership = model_from_row(Membership, row[:split])
+    membership.workspace = model_from_row(Workspace, row[split:])
+    return membership

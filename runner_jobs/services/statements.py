@@ -23,6 +23,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Field
 
+from config.rows import model_from_row
 from runner_jobs.models import JobEvent, RunnerJob
 from workspaces.models import Workspace
 
@@ -89,17 +90,7 @@ def _event_values(count: int, *, payload_expr: str = "%s::jsonb") -> str:
 
 def _hydrate(row: Sequence[Any], events_json: Any, extra: Sequence[Any] = ()) -> Written:
     fields = _columns()
-    values = list(row[: len(fields)])
-    job = RunnerJob.from_db(
-        connection.alias,
-        [f.attname for f in fields],
-        [
-            field.from_db_value(value, None, connection)
-            if hasattr(field, "from_db_value")
-            else value
-            for field, value in zip(fields, values, strict=True)
-        ],
-    )
+    job = model_from_row(RunnerJob, row[: len(fields)])
     slug, name, username = row[len(fields) : len(fields) + 3]
     job.workspace = Workspace(id=job.workspace_id, slug=slug, name=name)
     if job.created_by_id is not None:
