@@ -378,7 +378,11 @@ class ExplainReasonSerializer(serializers.Serializer[Any]):
         required=False,
         help_text="concurrency_limit, type_max_running: the jobs holding the slots",
     )
-    ahead = serializers.IntegerField(required=False, help_text="waiting_for_worker")
+    ahead = serializers.IntegerField(
+        required=False,
+        help_text="waiting_for_worker: the jobs of its workspace that start first, counted up to "
+        "1000 (1000 means 1000 or more)",
+    )
     last_claim_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="waiting_for_coordinator"
     )

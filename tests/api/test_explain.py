@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from runner_jobs import explain as explain_module
 from runner_jobs import services
 from runner_jobs.models import RunnerJob
 from runner_jobs.registry import external_type_names
@@ -55,6 +56,22 @@ def test_a_runnable_job_waits_for_a_worker_slot_with_the_jobs_ahead_of_it(client
     assert explain(client, urgent)["reasons"][0]["ahead"] == 0
     # What explain calls runnable, the dispatcher starts, in the order it said.
     assert [claim_next().pk for _ in range(3)] == [urgent.pk, first.pk, mine.pk]
+
+
+def test_the_jobs_ahead_are_counted_up_to_a_bound(client, workspace, monkeypatch):
+    """A backlog of a million jobs would cost a full count; the count stops at the bound and
+    says so."""
+    monkeypatch.setattr(explain_module, "AHEAD_COUNT_MAX", 2)
+    a_live_worker()
+    for _ in range(3):
+        job_in_state("queued", workspace=workspace)
+    mine = job_in_state("queued", workspace=workspace)
+    (reason,) = explain(client, mine)["reasons"]
+    assert reason["ahead"] == 2
+    assert (
+        reason["detail"]
+        == "Waiting for a free worker slot; 2 or more job(s) of its workspace go first."
+    )
 
 
 def test_without_a_live_worker_it_says_so(client, workspace):
