@@ -12,7 +12,6 @@ from django.db.models import Max
 from runner_jobs.models import (
     TERMINAL_STATUSES,
     JobStatus,
-    JobTypePolicy,
     RunnerJob,
     Worker,
     WorkerKind,
@@ -69,11 +68,7 @@ def _term_reason(job: RunnerJob, code: str) -> Reason:
     if code == "type_paused":
         return {"code": code, "detail": f"{job.type} is paused in this workspace."}
     if code == "type_max_running":
-        cap = (
-            JobTypePolicy.objects.filter(workspace_id=job.workspace_id, type=job.type)
-            .values_list("max_running", flat=True)
-            .first()
-        )
+        cap = flow.type_cap(job)
         return {
             "code": code,
             "detail": f"At most {cap} {job.type} job(s) run at once in this workspace; all taken.",

@@ -67,11 +67,18 @@ def type_capped_sql(alias: str) -> str:
     return f"({type_cap_sql(alias)} IS NOT NULL)"
 
 
+def type_cap(job: RunnerJob) -> int | None:
+    """``type_cap_sql`` for a job read without it (one query)."""
+    return (
+        JobTypePolicy.objects.filter(workspace_id=job.workspace_id, type=job.type)
+        .values_list("max_running", flat=True)
+        .first()
+    )
+
+
 def type_capped(job: RunnerJob) -> bool:
     """``type_capped_sql`` for a job read without it (one query)."""
-    return JobTypePolicy.objects.filter(
-        workspace_id=job.workspace_id, type=job.type, max_running__isnull=False
-    ).exists()
+    return type_cap(job) is not None
 
 
 def with_type_capped(queryset: "QuerySet[RunnerJob]") -> "QuerySet[RunnerJob]":
@@ -340,12 +347,7 @@ def start_allowed(job: RunnerJob) -> list[str]:
     locks, as a claim does, then the codes of the dispatcher's conditions it fails (none: it
     may start). The counts are read after the locks, so two such starts racing for a key's
     last slot are decided one after the other."""
-    cap = (
-        JobTypePolicy.objects.filter(workspace_id=job.workspace_id, type=job.type)
-        .values_list("max_running", flat=True)
-        .first()
-    )
-    slots_lock([(job, cap)])
+    slots_lock([(job, type_cap(job))])
     return failed_terms(job.pk)
 
 

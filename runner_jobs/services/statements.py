@@ -105,7 +105,7 @@ def _hydrate(row: Sequence[Any], events_json: Any, extra: Sequence[Any] = ()) ->
             payload=item["payload"],
             timestamp=datetime.fromisoformat(item["timestamp"]),
         )
-        for item in (json.loads(events_json) if isinstance(events_json, str) else events_json)
+        for item in _json_value(events_json)
     ]
     return Written(job=job, events=events, extra=tuple(extra))
 
