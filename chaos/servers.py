@@ -40,8 +40,12 @@ class ThrowawayPostgres:
     """A PostgreSQL cluster of our own in ``base``, trust auth for ``postgres``, on ``port``.
     PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` OS user."""
 
-    def __init__(self, base: Path, port: int, *, dbname: str = "runner_jobs") -> None:
-        self.port = port
+    def __init__(self, base: Path, port: int = 0, *, dbname: str = "runner_jobs") -> None:
+        # Port 0: a free one, chosen again if the start fails. A fixed port in the ephemeral
+        # range can be held by any client connection's local end at that moment, and PostgreSQL
+        # then cannot bind it ("Address already in use").
+        self.chosen_port = port
+        self.port = port or free_port()
         self.dbname = dbname
         self.data = base / "pg"
         self.log = base / "pg.log"
@@ -61,12 +65,35 @@ class ThrowawayPostgres:
             timeout=120,
         )
 
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=300"
-        )
-        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+    def start(self, attempts: int = 3) -> None:
+        for attempt in range(1, attempts + 1):
+            options = (
+                f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c max_connections=300"
+            )
+            try:
+                self._pg(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "120",
+                    "start",
+                )
+                self.chosen_port = self.port  # a restart must come back where clients look
+                return
+            except subprocess.CalledProcessError as exc:
+                if self.chosen_port or attempt == attempts:
+                    log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+                    raise RuntimeError(
+                        f"PostgreSQL did not start on port {self.port}; its log ends:\n{log}"
+                    ) from exc
+                self.port = free_port()
 
     def stop(self, mode: str = "fast") -> None:
         self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")

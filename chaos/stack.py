@@ -71,7 +71,7 @@ class Stack:
         extra_env: dict[str, str] = CHAOS_ENV,
     ) -> None:
         self.name = name
-        pg_port, redis_port, web_port = (p or free_port() for p in (pg_port, redis_port, web_port))
+        redis_port, web_port = (p or free_port() for p in (redis_port, web_port))
         self.web_port = web_port
         self.base = Path(tempfile.mkdtemp(prefix=f"runner-{name}-"))
         self.logs = self.base / "logs"
@@ -100,6 +100,7 @@ class Stack:
 
     def up(self) -> None:
         self.pg.start()
+        self.env["DATABASE_URL"] = self.pg.url  # the port is known once it has started
         self.redis.start()
         self.manage("ensure_database")
         self.manage("migrate", "--noinput")

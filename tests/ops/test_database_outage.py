@@ -23,9 +23,7 @@ from chaos.servers import PG_BIN, ThrowawayPostgres
 from tests.ops.conftest import port_wait
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_PORT = 54396
 WEB_PORT = 8096
-DATABASE_URL = f"postgres://postgres@127.0.0.1:{PG_PORT}/runner_jobs_outage"
 
 pytestmark = pytest.mark.skipif(not (PG_BIN / "initdb").exists(), reason="needs PostgreSQL 15")
 
@@ -33,7 +31,7 @@ pytestmark = pytest.mark.skipif(not (PG_BIN / "initdb").exists(), reason="needs 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ThrowawayPostgres]:
     directory = Path(tempfile.mkdtemp(prefix="runner-jobs-pg-"))
-    pg = ThrowawayPostgres(directory, PG_PORT, dbname="runner_jobs_outage")
+    pg = ThrowawayPostgres(directory, dbname="runner_jobs_outage")
     pg.start()
     try:
         with pg.connect("postgres", autocommit=True) as connection:
@@ -45,21 +43,21 @@ def cluster() -> Iterator[ThrowawayPostgres]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def production_env() -> dict[str, str]:
+def production_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.production",
         SECRET_KEY="outage-test-" + "k" * 50,
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="False",
-        DATABASE_URL=DATABASE_URL,
+        DATABASE_URL=database_url,
     )
     return env
 
 
 @pytest.fixture(scope="module")
 def server(cluster: ThrowawayPostgres) -> Iterator[dict[str, str]]:
-    env = production_env()
+    env = production_env(cluster.url)
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120)
     token = subprocess.run(
