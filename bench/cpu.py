@@ -16,9 +16,14 @@ median of ``ROUNDS`` rounds of ``OPS_PER_ROUND`` operations; what an operation n
 running job, a winner) is made before its round and not counted. Statements are those of one
 more operation after each round, captured with ``CaptureQueriesContext`` (which also records
 BEGIN, COMMIT and savepoints) and not timed, since capturing costs CPU of its own.
+
+``BENCH_PROFILE=DIR`` (optional) also profiles each operation's CPU with cProfile, in extra rounds
+after the timed ones so the profiler's own cost stays out of the figures, and writes
+``DIR/<operation>.prof`` (read with ``python -m pstats``, or snakeviz).
 """
 
 import base64
+import cProfile
 import json
 import os
 import re
@@ -145,7 +150,22 @@ def measure(
             result = operation.run(arg)
         operation.check(arg, result)
         figures.statements.append([q["sql"] for q in captured.captured_queries])
+    if profile_dir := os.environ.get("BENCH_PROFILE"):
+        profile(operation, Path(profile_dir), rounds * per_round)
     return figures
+
+
+def profile(operation: Operation, directory: Path, runs: int) -> None:
+    """``runs`` more runs of the operation under cProfile, to ``directory/<name>.prof``."""
+    operation.before()
+    args = [operation.setup() for _ in range(runs)]
+    profiler = cProfile.Profile(time.process_time)  # CPU, as the figures: no waiting counted
+    profiler.enable()
+    for arg in args:
+        operation.run(arg)
+    profiler.disable()
+    directory.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(directory / f"{operation.name.replace(' ', '-')}.prof")
 
 
 def expect(status: int) -> Callable[[Any, "Response"], None]:

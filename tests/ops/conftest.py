@@ -1,12 +1,11 @@
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
 
+from chaos.servers import ThrowawayRedis, free_port
 from config.redis_client import redis_client
 from runner_jobs import metrics
 
@@ -33,45 +32,9 @@ def port_wait(port: int, *, up: bool, timeout: float = 10.0) -> None:
     raise TimeoutError(f"port {port} still {'down' if up else 'up'} after {timeout} s")
 
 
-class ThrowawayRedis:
-    """A redis-server of our own on a spare port, to stop and start without touching the
-    shared one."""
-
-    port = 6396
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        port_wait(self.port, up=True)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-        port_wait(self.port, up=False)
-
-
 @pytest.fixture
 def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    server = ThrowawayRedis()
+    server = ThrowawayRedis(port=free_port())
     server.start()
     try:
         yield server

@@ -7,8 +7,8 @@ from django.db import OperationalError
 from django.test import Client, override_settings
 from django.urls import path
 
+from chaos.servers import ThrowawayRedis
 from config import ops
-from tests.ops.conftest import ThrowawayRedis
 
 pytestmark = pytest.mark.django_db
 
