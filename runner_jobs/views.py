@@ -403,7 +403,8 @@ class RunnerJobViewSet(
             created_by=request_user(request),
         )
         response = Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
-        response["Location"] = reverse("operation-detail", args=[operation.pk], request=request)
+        # The path, as SPEC §9 gives it (a relative reference is a valid Location, RFC 9110).
+        response["Location"] = reverse("operation-detail", args=[operation.pk])
         return response
 
 
