@@ -22,6 +22,7 @@ from runner_jobs.labels import (
     tag_error,
 )
 from runner_jobs.models import JobEvent, JobStatus, RunnerJob
+from workspaces.models import Workspace
 
 # Query parameters of the job list that are not filters.
 LIST_PARAMETERS = frozenset({"cursor", "page_size", "format"})
@@ -135,10 +136,18 @@ class RunnerJobFilter(django_filters.FilterSet):
     status = ChoiceInFilter(
         choices=JobStatus.choices, help_text="Comma-separated statuses, e.g. queued,running."
     )
-    type = django_filters.CharFilter(help_text="A job type, e.g. echo.")
-    agent_task_id = django_filters.CharFilter()
+    # At most the column's length: a longer value can match no job, and a bulk operation would
+    # store it in its filter (400 with the field's error instead).
+    type = django_filters.CharFilter(
+        help_text="A job type, e.g. echo.", max_length=RunnerJob._meta.get_field("type").max_length
+    )
+    agent_task_id = django_filters.CharFilter(
+        max_length=RunnerJob._meta.get_field("agent_task_id").max_length
+    )
     workspace = django_filters.CharFilter(
-        field_name="workspace__slug", help_text="A workspace slug."
+        field_name="workspace__slug",
+        help_text="A workspace slug.",
+        max_length=Workspace._meta.get_field("slug").max_length,
     )
     created_after = UtcIsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="ISO 8601; inclusive."

@@ -120,6 +120,15 @@ class TestFilters:
         assert response.status_code == 400
         assert "created_after" in response.json()
 
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [("type", "t" * 65), ("agent_task_id", "a" * 256), ("workspace", "w" * 65)],
+    )
+    def test_a_value_longer_than_its_column_is_a_400(self, client, name, value):
+        response = client.get(URL, {name: value})
+        assert response.status_code == 400
+        assert name in response.json()
+
     def test_retry_of(self, client, jobs):
         retry = services.job_retry(job_id=jobs["failed"].pk, actor="user:alice")
         assert ids(client.get(URL, {"retry_of": str(jobs["failed"].id)})) == [str(retry.id)]

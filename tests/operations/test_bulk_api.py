@@ -155,6 +155,8 @@ def test_the_filter_can_name_its_own_workspace(client, workspace):
         ({"filter": {"status": "lost"}}, {"filter": {"status": None}}),
         ({"filter": {"created_after": "yesterday"}}, {"filter": {"created_after": None}}),
         ({"filter": {"metadata.k": "v" * 257}}, {"filter": {"metadata": None}}),
+        ({"filter": {"type": "t" * 65}}, {"filter": {"type": None}}),
+        ({"filter": {"agent_task_id": "a" * 256}}, {"filter": {"agent_task_id": None}}),
         ({"action": "delete"}, {"action": None}),
         ({"filter": "status=failed"}, {"filter": None}),
     ],
