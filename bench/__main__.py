@@ -23,10 +23,11 @@ from chaos.stack import Stack, procfile_command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# Ports of its own, so the benchmarks and the chaos suite can run side by side.
-PG_PORT = int(os.environ.get("BENCH_PG_PORT", "55433"))
-REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "56380"))
-WEB_PORT = int(os.environ.get("BENCH_WEB_PORT", "58001"))
+# 0 (the default): ports free when the stack starts, as the chaos suite's, so the two (or two
+# checkouts) can run side by side and no client connection's local end can hold a fixed one.
+PG_PORT = int(os.environ.get("BENCH_PG_PORT", "0"))
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "0"))
+WEB_PORT = int(os.environ.get("BENCH_WEB_PORT", "0"))
 
 
 def bench_stack() -> Stack:

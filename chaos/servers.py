@@ -44,7 +44,7 @@ class ThrowawayPostgres:
         # Port 0: a free one, chosen again if the start fails. A fixed port in the ephemeral
         # range can be held by any client connection's local end at that moment, and PostgreSQL
         # then cannot bind it ("Address already in use").
-        self.chosen_port = port
+        self.port_fixed = bool(port)
         self.port = port or free_port()
         self.dbname = dbname
         self.data = base / "pg"
@@ -85,10 +85,10 @@ class ThrowawayPostgres:
                     "120",
                     "start",
                 )
-                self.chosen_port = self.port  # a restart must come back where clients look
+                self.port_fixed = True  # a restart must come back where clients look
                 return
             except subprocess.CalledProcessError as exc:
-                if self.chosen_port or attempt == attempts:
+                if self.port_fixed or attempt == attempts:
                     log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
                     raise RuntimeError(
                         f"PostgreSQL did not start on port {self.port}; its log ends:\n{log}"
